@@ -1,0 +1,55 @@
+"""The ``trm-edge`` command line: thin. Each command group lives in ``trm_edge/commands/`` and imports
+its heavy dependencies (torch, onnx) inside the command, so ``trm-edge solve`` on a bundle never pays
+for torch."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from trm_edge import __version__
+from trm_edge.commands import data, export, model, quantize, runtime, train
+from trm_edge.errors import TrmEdgeError
+
+app = typer.Typer(
+    name="trm-edge",
+    help="Tiny Recursive Models from training to edge devices: train, import, export, quantize, solve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trm-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Tiny Recursive Models from training to edge devices."""
+
+
+for group in (model, data, train, export, quantize, runtime):
+    group.register(app)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except TrmEdgeError as error:
+        message = " ".join(str(error).split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

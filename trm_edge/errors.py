@@ -1,0 +1,66 @@
+"""The project's one exception hierarchy.
+
+User errors carry the offending value and the valid choices in their message; the CLI prints
+``str(error)`` on one line to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TrmEdgeError(Exception):
+    """Base class of every error trm-edge raises on purpose."""
+
+
+class ConfigError(TrmEdgeError):
+    """An unknown preset, a config field that does not exist, or a value out of range."""
+
+
+class CheckpointError(TrmEdgeError):
+    """A checkpoint that cannot be read: missing files, wrong keys, mismatched shapes."""
+
+
+class PuzzleError(TrmEdgeError):
+    """Malformed puzzle text, rule-breaking givens, corrupt task files."""
+
+
+class DatasetError(TrmEdgeError):
+    """A directory that is not a dataset in the official layout, or an inconsistent one."""
+
+
+class ExportError(TrmEdgeError):
+    """Export could not produce a graph for the requested model and target."""
+
+
+class ValidationError(TrmEdgeError):
+    """A graph's outputs missed the torch reference beyond tolerance (all failures listed)."""
+
+
+class BundleError(TrmEdgeError):
+    """A bundle that is missing, tampered with, truncated or of an unknown format."""
+
+
+class TargetError(TrmEdgeError):
+    """An unknown device target, or one that cannot do what was asked of it."""
+
+
+class RuntimeUnavailableError(TrmEdgeError):
+    """A runtime whose package is not installed or whose device is not present."""
+
+
+class QuantizationError(TrmEdgeError):
+    """Quantization could not be done as asked (already quantized, bad calibration data, ...)."""
+
+
+class TrainingError(TrmEdgeError):
+    """Training stopped: bad data, an incompatible resume, a NaN loss."""
+
+
+class OutputExistsError(TrmEdgeError):
+    """An output path exists and ``--force`` was not given."""
+
+
+def choices(values: Iterable[object]) -> str:
+    """Format valid alternatives for an error message: ``'a', 'b', 'c'``."""
+    return ", ".join(repr(v) for v in values)

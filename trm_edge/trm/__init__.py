@@ -1,0 +1,1 @@
+"""The Tiny Recursive Model in PyTorch: config, network, losses, trainer and checkpoints."""

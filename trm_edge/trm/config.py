@@ -1,0 +1,238 @@
+"""TRM configuration (official field names) and named presets.
+
+Pure Python on purpose: the CLI, the exporter and the bundle manifest read configs without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trm_edge.errors import ConfigError, choices
+
+POS_ENCODINGS = ("rope", "learned", "none")
+
+
+@dataclass(frozen=True)
+class TRMConfig:
+    """Architecture of one TRM; field names and meanings are the official code's."""
+
+    seq_len: int = 81  # answer tokens per puzzle (sudoku 81, maze/ARC 900)
+    vocab_size: int = 11  # official token vocabularies: sudoku 11, maze 6, ARC 12
+    num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table (1 = one shared embedding)
+    hidden_size: int = 512  # width of every token state
+    expansion: float = 4.0  # SwiGLU expansion before the 2/3 and round-to-256 rule
+    num_heads: int = 8  # attention heads (ignored with mlp_t)
+    L_layers: int = 2  # blocks in the one shared network ("2-layer")
+    H_cycles: int = 3  # z_H updates per supervision step
+    L_cycles: int = 6  # z_L updates before each z_H update
+    halt_max_steps: int = 16  # supervision steps at inference (the official evaluation runs all of them)
+    halt_exploration_prob: float = 0.1  # training: chance of a random minimum number of steps
+    no_ACT_continue: bool = True  # the paper's choice: halt head only, no Q-continue target
+    pos_encodings: str = "rope"  # rope | learned | none
+    mlp_t: bool = False  # token-mixing MLP over the sequence axis instead of attention
+    puzzle_emb_ndim: int = 512  # width of a puzzle embedding (0 = none)
+    puzzle_emb_len: int = 16  # positions the puzzle embedding occupies before the tokens (0 = derived)
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    forward_dtype: str = "float32"  # trm-edge's reference computes in float32 (the official default is bf16)
+
+    def __post_init__(self) -> None:
+        if self.pos_encodings not in POS_ENCODINGS:
+            raise ConfigError(f"pos_encodings={self.pos_encodings!r} is not one of {choices(POS_ENCODINGS)}")
+        for name in ("seq_len", "vocab_size", "num_puzzle_identifiers", "hidden_size", "L_layers", "H_cycles",
+                     "L_cycles", "halt_max_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
+        if not self.mlp_t and self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.puzzle_emb_ndim > self.puzzle_positions * self.hidden_size:
+            raise ConfigError(f"puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len="
+                              f"{self.puzzle_emb_len} positions of hidden_size={self.hidden_size}")
+
+    @property
+    def puzzle_positions(self) -> int:
+        """Positions reserved for the puzzle embedding (the official ``puzzle_emb_len`` after defaulting)."""
+        if self.puzzle_emb_len:
+            return self.puzzle_emb_len
+        return -(self.puzzle_emb_ndim // -self.hidden_size)
+
+    @property
+    def total_len(self) -> int:
+        """Length of the z_H / z_L state: puzzle positions then answer tokens."""
+        return self.puzzle_positions + self.seq_len
+
+    @property
+    def has_puzzle_table(self) -> bool:
+        """True when the puzzle embedding must be looked up per sample (several identifiers)."""
+        return self.puzzle_emb_ndim > 0 and self.num_puzzle_identifiers > 1
+
+    @property
+    def applications_per_step(self) -> int:
+        return self.H_cycles * (self.L_cycles + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TRMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {choices(unknown)}; valid fields: {choices(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TRMConfig:
+        return TRMConfig.from_dict({**self.to_dict(), **changes})
+
+
+def swiglu_inner_size(width: int, expansion: float) -> int:
+    """The official SwiGLU inner size: round(expansion * width * 2/3) up to a multiple of 256."""
+    inner = round(expansion * width * 2 / 3)
+    return -(inner // -256) * 256
+
+
+def parameter_count(config: TRMConfig) -> int:
+    """nn.Parameters of the official model, the puzzle-embedding table excluded (it is a buffer there)."""
+    d, s = config.hidden_size, config.total_len
+    inner = swiglu_inner_size(d, config.expansion)
+    per_layer = 3 * d * inner  # channel SwiGLU: gate_up (2*inner x d) + down (d x inner)
+    if config.mlp_t:
+        per_layer += 3 * s * swiglu_inner_size(s, config.expansion)
+    else:
+        per_layer += 4 * d * d  # qkv (3d x d) + o (d x d)
+    count = config.L_layers * per_layer + 2 * config.vocab_size * d + (2 * d + 2)  # embed, lm_head, q_head
+    if config.pos_encodings == "learned":
+        count += s * d
+    return count
+
+
+def flops_per_step(config: TRMConfig) -> int:
+    """Multiply-adds x 2 of one supervision step for one puzzle (norms and activations not counted)."""
+    d, s = config.hidden_size, config.total_len
+    inner = swiglu_inner_size(d, config.expansion)
+    per_layer = 2 * s * 3 * d * inner
+    if config.mlp_t:
+        per_layer += 2 * d * 3 * s * swiglu_inner_size(s, config.expansion)
+    else:
+        per_layer += 2 * s * 4 * d * d + 2 * 2 * s * s * d  # projections + QK^T and AV
+    heads = 2 * config.seq_len * d * config.vocab_size + 2 * d * 2
+    return config.applications_per_step * config.L_layers * per_layer + heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (the paper's recipe by default)."""
+
+    global_batch_size: int = 768
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0  # cosine floor as a fraction of lr (1.0 = constant after warm-up)
+    lr_warmup_steps: int = 2000
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    puzzle_emb_lr: float = 1e-4
+    puzzle_emb_weight_decay: float = 1.0
+    ema: bool = True
+    ema_rate: float = 0.999
+    train_steps: int = 100_000
+    eval_interval: int = 5000
+    checkpoint_interval: int = 1000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training field(s) {choices(unknown)}; valid fields: {choices(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    model: TRMConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "sudoku"
+
+
+_SUDOKU = dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
+_GRID30 = dict(seq_len=900, L_cycles=4)
+
+PRESETS: dict[str, Preset] = {
+    "sudoku-extreme-mlp": Preset(
+        "Paper's best Sudoku-Extreme model: token-mixing MLP, no positions (87.4%)",
+        TRMConfig(**_SUDOKU, mlp_t=True, pos_encodings="none"),
+        TrainConfig(),
+    ),
+    "sudoku-extreme-att": Preset(
+        "Sudoku-Extreme with self-attention and RoPE",
+        TRMConfig(**_SUDOKU, pos_encodings="rope"),
+        TrainConfig(),
+    ),
+    "maze-hard": Preset(
+        "Maze-Hard 30x30 with self-attention and RoPE",
+        TRMConfig(**_GRID30, vocab_size=6),
+        TrainConfig(),
+        task="maze",
+    ),
+    "arc-agi-1": Preset(
+        "ARC-AGI-1 with per-puzzle embeddings (the identifier count comes from the dataset)",
+        TRMConfig(**_GRID30, vocab_size=12),
+        TrainConfig(weight_decay=0.1, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1),
+        task="arc",
+    ),
+    "arc-agi-2": Preset(
+        "ARC-AGI-2 with per-puzzle embeddings (the identifier count comes from the dataset)",
+        TRMConfig(**_GRID30, vocab_size=12),
+        TrainConfig(weight_decay=0.1, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1),
+        task="arc",
+    ),
+    "sudoku-mini": Preset(
+        "Small CPU Sudoku model (hidden 128, mlp_t) that trains on 2 cores in about an hour",
+        TRMConfig(**_SUDOKU, hidden_size=128, num_heads=2, mlp_t=True, pos_encodings="none",
+                  puzzle_emb_ndim=128, H_cycles=2, L_cycles=3),
+        TrainConfig(global_batch_size=96, lr=3e-4, lr_warmup_steps=100, weight_decay=0.1,
+                    puzzle_emb_weight_decay=0.1, ema_rate=0.995, train_steps=3000, eval_interval=250,
+                    checkpoint_interval=100),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; available presets: {choices(PRESETS)}") from None
+
+
+def parse_overrides(config: Any, items: list[str]) -> Any:
+    """Apply ``key=value`` strings to a config dataclass, parsing each value as the field's type."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key not in fields:
+            raise ConfigError(f"unknown field {key!r}; valid fields: {choices(sorted(fields))}")
+        current = getattr(config, key)
+        try:
+            if isinstance(current, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value: Any = raw.lower() in ("true", "1")
+            else:
+                value = type(current)(raw)
+        except ValueError:
+            raise ConfigError(f"{key}={raw!r} is not a valid {type(current).__name__}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={raw!r} must be finite")
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
