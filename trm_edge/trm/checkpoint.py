@@ -76,6 +76,7 @@ def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata:
 
 def load_model(path_or_name: str | os.PathLike):
     """Load a checkpoint as a ``TRM`` in eval mode, float32, on the CPU."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from trm_edge.trm.model import TRM
@@ -84,7 +85,7 @@ def load_model(path_or_name: str | os.PathLike):
     config = load_config(path)
     try:
         state = load_file(str(path / WEIGHTS_FILE))
-    except Exception as error:  # safetensors raises its own error types for corrupt files
+    except (SafetensorError, OSError) as error:
         raise CheckpointError(f"cannot read {str(path / WEIGHTS_FILE)!r}: {error}") from None
     model = TRM(config)
     _load_state(model, state, source=str(path))
