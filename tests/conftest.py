@@ -1,0 +1,44 @@
+"""Shared test fixtures: the tiny-model registry every test draws its models from."""
+
+from __future__ import annotations
+
+import pytest
+
+from trm_edge.trm.config import TRMConfig
+
+# One tiny config per architecture variant; a guard test checks each is exercised by export tests.
+TINY_CONFIGS: dict[str, TRMConfig] = {
+    "mlp": TRMConfig(seq_len=81, vocab_size=11, hidden_size=32, expansion=2.0, mlp_t=True, pos_encodings="none",
+                     puzzle_emb_ndim=32, puzzle_emb_len=2, H_cycles=2, L_cycles=2, halt_max_steps=4),
+    "rope": TRMConfig(seq_len=81, vocab_size=11, hidden_size=32, num_heads=4, expansion=2.0, pos_encodings="rope",
+                      puzzle_emb_ndim=32, puzzle_emb_len=2, H_cycles=2, L_cycles=2, halt_max_steps=4),
+    "learned": TRMConfig(seq_len=36, vocab_size=6, hidden_size=32, num_heads=2, expansion=2.0,
+                         pos_encodings="learned", puzzle_emb_ndim=0, puzzle_emb_len=0, H_cycles=2, L_cycles=1,
+                         halt_max_steps=3),
+    "many-puzzles": TRMConfig(seq_len=64, vocab_size=12, num_puzzle_identifiers=7, hidden_size=32, num_heads=4,
+                              expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=48, puzzle_emb_len=2,
+                              H_cycles=2, L_cycles=2, halt_max_steps=3),
+}
+
+
+@pytest.fixture(params=sorted(TINY_CONFIGS))
+def tiny_config(request) -> TRMConfig:
+    return TINY_CONFIGS[request.param]
+
+
+@pytest.fixture
+def tiny_model_factory():
+    """``factory(name, seed=0)`` -> a seeded random TRM in eval mode; puzzle tables get random rows so
+    that the puzzle embedding path is exercised (they are zero-initialised for training)."""
+    import torch
+
+    from trm_edge.trm.model import build_model
+
+    def make(name: str, seed: int = 0):
+        model = build_model(TINY_CONFIGS[name], seed=seed).eval()
+        if hasattr(model, "puzzle_emb"):
+            with torch.no_grad():
+                model.puzzle_emb.weights.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
+        return model
+
+    return make
