@@ -150,7 +150,7 @@ def _read_official_state(checkpoint: Path) -> dict[str, Any]:
             raise CheckpointError(f"{str(checkpoint)!r}: unexpected key {key!r}; official keys start with "
                                   f"{choices(OFFICIAL_PREFIXES)}")
         name = key[len(prefix):]
-        if name.startswith("rotary_emb.") or name.startswith("puzzle_emb.local_"):
+        if name.startswith(("rotary_emb.", "puzzle_emb.local_")):
             continue  # RoPE caches are recomputed; sparse-embedding scratch buffers are training state
         state[name] = tensor.float()
     return state

@@ -162,8 +162,8 @@ class Preset:
     task: str = "sudoku"
 
 
-_SUDOKU = dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
-_GRID30 = dict(seq_len=900, L_cycles=4)
+_SUDOKU = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
+_GRID30 = {"seq_len": 900, "L_cycles": 4}
 
 PRESETS: dict[str, Preset] = {
     "sudoku-extreme-mlp": Preset(

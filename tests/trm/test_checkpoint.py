@@ -1,0 +1,158 @@
+"""trm-edge checkpoints and the import of official ones, including every error path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import TINY_CONFIGS
+from tests.trm.official_fixture import write_official_checkpoint
+from trm_edge.errors import CheckpointError
+from trm_edge.trm.checkpoint import import_official, load_model, save_checkpoint
+
+TASK_OF = {"mlp": "sudoku", "rope": "sudoku", "learned": "maze", "many-puzzles": "arc"}
+
+
+def _seq_len(name):
+    return TINY_CONFIGS[name].seq_len
+
+
+def test_save_then_load_round_trips_exactly(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("many-puzzles")
+    save_checkpoint(model, tmp_path / "ck", task="arc")
+    loaded = load_model(tmp_path / "ck")
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+@pytest.mark.parametrize("prefix", ["_orig_mod.model.inner.", "model.inner.", "inner."])
+def test_official_checkpoint_imports_and_steps_identically(tmp_path, tiny_model_factory, name, prefix):
+    model = tiny_model_factory(name)
+    path = write_official_checkpoint(model, tmp_path / "run", prefix=prefix, dtype=torch.float32)
+    imported = import_official(path, task=TASK_OF[name], seq_len=_seq_len(name))
+    assert imported.config == model.config.replace(forward_dtype="float32")
+    inputs = torch.randint(0, model.config.vocab_size, (2, model.config.seq_len))
+    ids = torch.tensor([0, model.config.num_puzzle_identifiers - 1])
+    z_H, z_L = model.initial_state(2)
+    with torch.no_grad():
+        for a, b in zip(model.step(inputs, z_H, z_L, ids), imported.step(inputs, z_H, z_L, ids), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_bf16_official_weights_become_float32(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("mlp")
+    path = write_official_checkpoint(model, tmp_path / "run", dtype=torch.bfloat16)
+    imported = import_official(path, task="sudoku")
+    weight = imported.lm_head.weight
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight, model.lm_head.weight.to(torch.bfloat16).float())
+
+
+def test_vocab_and_identifiers_come_from_the_weights(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("many-puzzles")
+    path = write_official_checkpoint(model, tmp_path / "run")
+    imported = import_official(path, task="arc", seq_len=64)
+    assert imported.config.vocab_size == 12 and imported.config.num_puzzle_identifiers == 7
+
+
+def test_missing_all_config_is_named(tmp_path, tiny_model_factory):
+    path = write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    (tmp_path / "run" / "all_config.yaml").unlink()
+    with pytest.raises(CheckpointError, match=r"all_config\.yaml"):
+        import_official(path, task="sudoku")
+
+
+def test_not_a_checkpoint_is_named(tmp_path, tiny_model_factory):
+    write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    junk = tmp_path / "run" / "step_7"
+    junk.write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"not a PyTorch checkpoint"):
+        import_official(junk, task="sudoku")
+
+
+def test_pickled_objects_are_refused(tmp_path, tiny_model_factory):
+    write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    evil = tmp_path / "run" / "step_9"
+    torch.save({"inner.x": torch.zeros(1), "payload": object()}, evil)
+    with pytest.raises(CheckpointError, match=r"not a PyTorch checkpoint"):
+        import_official(evil, task="sudoku")
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, tiny_model_factory):
+    path = write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    state = torch.load(path, weights_only=True)
+    state.pop("_orig_mod.model.inner.lm_head.weight")
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"missing key.*lm_head\.weight"):
+        import_official(path, task="sudoku")
+    state["_orig_mod.model.inner.lm_head.weight"] = torch.zeros(11, 32)
+    state["_orig_mod.model.inner.extra.weight"] = torch.zeros(2)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"unexpected key.*extra\.weight"):
+        import_official(path, task="sudoku")
+
+
+def test_shape_mismatch_says_expected_and_found(tmp_path, tiny_model_factory):
+    path = write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    state = torch.load(path, weights_only=True)
+    state["_orig_mod.model.inner.L_level.layers.0.mlp.down_proj.weight"] = torch.zeros(32, 7)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"expected \(32, 256\), found \(32, 7\)"):
+        import_official(path, task="sudoku")
+
+
+def test_unknown_task_lists_valid_ones(tmp_path, tiny_model_factory):
+    path = write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="'sudoku', 'maze', 'arc'"):
+        import_official(path, task="chess")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_import_of_a_non_checkpoint_exits_2_with_one_line(tmp_path, tiny_model_factory):
+    write_official_checkpoint(tiny_model_factory("mlp"), tmp_path / "run")
+    junk = tmp_path / "run" / "step_2"
+    junk.write_text("not a checkpoint")
+    result = _cli("import", str(junk), "--task", "sudoku", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_cli_import_writes_a_loadable_checkpoint(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("rope")
+    path = write_official_checkpoint(model, tmp_path / "run")
+    result = _cli("import", str(path), "--task", "sudoku", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert info["task"] == "sudoku" and info["model"]["pos_encodings"] == "rope"
+    assert load_model(tmp_path / "out").config.hidden_size == 32
+
+
+def test_cli_info_reports_official_parameter_counts():
+    result = _cli("info", "--preset", "sudoku-extreme-att", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["params"] == 6_828_034 and report["flops_per_step"] > 0
+
+
+def test_cli_info_unknown_preset_lists_presets():
+    result = _cli("info", "--preset", "nope")
+    assert result.returncode == 2 and "sudoku-extreme-mlp" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_init_then_info_on_the_checkpoint(tmp_path):
+    assert _cli("init", "--preset", "sudoku-mini", "-o", str(tmp_path / "m")).returncode == 0
+    again = _cli("init", "--preset", "sudoku-mini", "-o", str(tmp_path / "m"))
+    assert again.returncode == 2 and "exists" in again.stderr
+    report = json.loads(_cli("info", str(tmp_path / "m"), "--json").stdout)
+    assert report["config"]["hidden_size"] == 128
