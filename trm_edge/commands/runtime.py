@@ -1,9 +1,476 @@
-"""CLI commands: runtime (filled in by its issue)."""
+"""CLI commands on the device side: solve, eval, bench, compare, verify, build-engine.
+
+Thin: parse, call trm_edge.runtimes, print (rich) or emit ``--json``. Every heavy import (numpy,
+onnxruntime, tensorrt, matplotlib; torch only for checkpoints) happens inside the command, so
+``trm-edge solve`` on a bundle starts without torch.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from trm_edge.commands.output import console, err_console, print_json, progress
+from trm_edge.errors import PuzzleError, TrmEdgeError
+
+MODEL_HELP = "A bundle directory, a checkpoint directory, or 'default' (the shipped model; the default)."
+RUNTIME_HELP = ("onnxruntime[:cpu|cuda|tensorrt], tensorrt or torch; default: torch for a checkpoint, the "
+                "target's first installed runtime for a bundle.")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    app.command()(solve)
+    app.command("eval")(eval_command)
+    app.command()(bench)
+    app.command()(compare)
+    app.command()(verify)
+    app.command("build-engine")(build_engine)
+
+
+# -- shared ------------------------------------------------------------------------------------------
+
+
+def _model(model: str | None) -> str:
+    if model:
+        return model
+    from trm_edge.runtimes.base import default_model
+
+    found = default_model()
+    if found is None:
+        raise TrmEdgeError("no --model given and no default model is shipped in this install; pass a bundle "
+                           "(trm-edge export) or a checkpoint directory")
+    return found
+
+
+def _open(model: Any, runtime: str | None, *, threads: int | None = None):
+    """A runtime (not loaded) for a model name/path or an opened ModelSource."""
+    from trm_edge.runtimes.base import ModelSource, open_runtime, open_source, parse_runtime_spec
+
+    source = model if isinstance(model, ModelSource) else open_source(_model(model))
+    options: dict[str, Any] = {}
+    if threads:
+        name = parse_runtime_spec(runtime)[0] if runtime else None
+        if name in (None, "onnxruntime") and source.kind == "bundle":
+            options["intra_op_threads"] = threads
+        elif name in (None, "torch") and source.kind == "checkpoint":
+            options["threads"] = threads
+    return open_runtime(source, runtime, **options)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+# -- solve -------------------------------------------------------------------------------------------
+
+
+def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """Parse command-line puzzles and a file: ([(label, tokens)], [(label, error)]).
+
+    In a file, puzzles are separated by blank lines; a block that does not parse as one puzzle is
+    read as one puzzle per line (so a file of one-line sudokus works)."""
+    items: list[tuple[str, str]] = [(f"puzzle {i + 1}", text) for i, text in enumerate(puzzles)]
+    if file is not None:
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise PuzzleError(f"cannot read {str(file)!r}: {error}") from None
+        block: list[str] = []
+        start = 1
+        blocks: list[tuple[int, list[str]]] = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                if not block:
+                    start = line_no
+                block.append(line)
+            elif block:
+                blocks.append((start, block))
+                block = []
+        if block:
+            blocks.append((start, block))
+        for start, lines in blocks:
+            whole = "\n".join(lines)
+            try:
+                codec.parse(whole)
+                items.append((f"{file}:{start}", whole))
+            except PuzzleError:
+                if len(lines) == 1:
+                    items.append((f"{file}:{start}", whole))
+                else:
+                    items += [(f"{file}:{start + k}", line) for k, line in enumerate(lines)]
+    parsed, errors = [], []
+    for label, text in items:
+        try:
+            parsed.append((label, codec.parse(text)))
+        except PuzzleError as error:
+            errors.append((label, " ".join(str(error).split())))
+    return parsed, errors
+
+
+def solve(
+    puzzles: list[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters, '.' or '0' for blanks)."),
+    file: Path = typer.Option(None, "--file", "-f", help="A file of puzzles (blank-line separated; '-' for stdin)."),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
+    max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps at most (default: the model's)."),
+    halt: bool = typer.Option(True, "--halt/--no-halt", help="Stop a puzzle when the model says it is solved."),
+    threshold: float = typer.Option(0.0, "--threshold", help="Halt when q_halt_logits > this (0 = sigmoid 0.5)."),
+    batch: int = typer.Option(16, "--batch", "-b", help="Puzzles in flight at once."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Solve the good puzzles when some are malformed."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per puzzle on stdout."),
+) -> None:
+    """Solve puzzles with a bundle or checkpoint; print the grids, or JSON with --json."""
+    from trm_edge.runtimes.base import open_source
+    from trm_edge.runtimes.tasks import get_codec
+
+    if not puzzles and file is None:
+        raise PuzzleError("no puzzles: give PUZZLE arguments or --file F")
+    source = open_source(_model(model))
+    codec = get_codec(source.task)
+    parsed, errors = _read_puzzles(list(puzzles or []), file, codec)
+    if errors and not keep_going:
+        label, message = errors[0]
+        raise PuzzleError(f"{label}: {message}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    for label, message in errors:
+        print(f"error: {label}: {message}", file=sys.stderr)
+        if as_json:
+            print_json({"puzzle": label, "error": message})
+    if parsed:
+        import numpy as np
+
+        from trm_edge.runtimes.solver import Solver, answers
+
+        rt = _open(source, runtime, threads=threads)
+        inputs = np.stack([tokens for _, tokens in parsed])
+        with rt, progress(disable=len(parsed) < 32) as bar:
+            task = bar.add_task("solving", total=len(parsed))
+            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold).run(
+                inputs, on_progress=lambda k: bar.advance(task, k))
+        for (label, tokens), answer in zip(parsed, answers(out, inputs, codec), strict=True):
+            if as_json:
+                print_json({"puzzle": label, **answer.to_json()})
+            else:
+                _print_answer(label, codec, tokens, answer)
+    if errors:
+        raise typer.Exit(2)
+
+
+def _print_answer(label: str, codec, tokens, answer) -> None:
+    from rich.table import Table
+
+    table = Table(title=label, show_lines=False, title_justify="left")
+    table.add_column("puzzle")
+    table.add_column("answer")
+    table.add_row(codec.render(tokens), codec.render(answer.tokens))
+    mark = "[green]valid ✓[/]" if answer.valid else "[red]not valid ✗[/]"
+    stop = "halted" if answer.halted else "max steps"
+    console.print(table)
+    console.print(f"{mark}  steps {answer.steps} ({stop})  confidence {answer.confidence:.3f}")
+    console.print(answer.solution, markup=False, highlight=False)
+
+
+# -- eval --------------------------------------------------------------------------------------------
+
+
+def eval_command(
+    model: str = typer.Argument(None, help=MODEL_HELP),
+    data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
+    max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: the model's)."),
+    halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: all steps, as the official "
+                                                               "evaluation)."),
+    threshold: float = typer.Option(0.0, "--threshold", help="Halt when q_halt_logits > this."),
+    batch: int = typer.Option(64, "--batch", "-b", help="Puzzles in flight at once."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
+    by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
+    save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics."""
+    import numpy as np
+
+    from trm_edge.runtimes.evaluate import evaluate, read_examples
+    from trm_edge.runtimes.solver import Solver
+    from trm_edge.runtimes.tasks import get_codec
+
+    rt = _open(model, runtime, threads=threads)
+    examples = read_examples(str(data), split, config=rt.config).head(limit)
+    try:
+        codec = get_codec(rt.task)
+    except PuzzleError:
+        codec = None
+    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold)
+    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"eval {split}", total=len(examples))
+        report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,
+                               on_progress=lambda k: bar.advance(task, k))
+    report.update(data=str(data), split=split)
+    if save_preds is not None:
+        np.save(save_preds, out.preds)
+        report["preds_file"] = str(save_preds)
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"eval {data} ({split}) on {report['runtime']['runtime']}", show_header=False)
+    for key in ("count", "exact_accuracy", "cell_accuracy", "valid_fraction", "mean_steps", "max_steps", "halt"):
+        if key in report:
+            table.add_row(key, _fmt(report[key]))
+    for key, value in report["halting"].items():
+        table.add_row(f"halting.{key}", _fmt(value) if not isinstance(value, list) else str(value))
+    table.add_row("puzzles_per_s", _fmt(report["puzzles_per_s"], 3))
+    if "exact_accuracy_by_step" in report:
+        table.add_row("exact_accuracy_by_step", " ".join(f"{v:.3f}" for v in report["exact_accuracy_by_step"]))
+    console.print(table)
+
+
+# -- bench -------------------------------------------------------------------------------------------
+
+
+def bench(
+    model: str = typer.Argument(None, help=MODEL_HELP),
+    runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
+    batch: list[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: all of the model's)."),
+    halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: run every step)."),
+    data: Path = typer.Option(None, "--data", help="Take puzzles from this dataset (default: random tokens)."),
+    split: str = typer.Option("test", "--split"),
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs per batch size."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed runs first."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG of latency and throughput vs batch."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory."""
+    from trm_edge.runtimes.evaluate import bench as run_bench
+    from trm_edge.runtimes.evaluate import random_inputs, read_examples
+
+    if any(b < 1 for b in batch) or repeats < 1 or warmup < 0:
+        raise TrmEdgeError("--batch and --repeats must be at least 1, --warmup at least 0")
+    rt = _open(model, runtime, threads=threads)
+    ids = None
+    if data is not None:
+        examples = read_examples(str(data), split, config=rt.config)
+        inputs, ids = examples.inputs, examples.puzzle_identifiers
+    else:
+        inputs = random_inputs(rt.config, max(batch))
+    results = []
+    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("bench", total=len(batch) * (repeats + warmup))
+        for b in batch:
+            results.append(run_bench(rt, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
+                                     warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task)))
+        info = rt.describe()
+    report = {"model": str(rt.source.path), "runtime": info, "data": str(data) if data else "random",
+              "results": results}
+    if plot is not None:
+        _plot_bench(results, plot, title=f"{Path(str(rt.source.path)).name} on {info['runtime']}")
+        report["plot"] = str(plot)
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"bench {rt.source.path} on {info['runtime']} ({report['data']} puzzles)")
+    for col in ("batch", "steps", "step p50 ms", "step p95 ms", "puzzle p50 s", "puzzle p95 s", "puzzles/s",
+                "GFLOP/s", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(str(r["batch"]), f"{r['mean_steps']:.2f}", f"{r['step_ms_p50']:.1f}", f"{r['step_ms_p95']:.1f}",
+                      f"{r['puzzle_s_p50']:.3f}", f"{r['puzzle_s_p95']:.3f}", f"{r['puzzles_per_s']:.2f}",
+                      f"{r['gflops']:.1f}" if r["gflops"] else "-", f"{r['peak_rss_mb']:.0f}")
+    console.print(table)
+
+
+def _plot_bench(results: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = [r["batch"] for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(batches, [r["puzzle_s_p50"] for r in results], "o-", label="p50")
+    left.plot(batches, [r["puzzle_s_p95"] for r in results], "o--", label="p95")
+    left.set(xlabel="batch", ylabel="puzzle latency (s)", xscale="log", title="latency")
+    left.legend()
+    right.plot(batches, [r["puzzles_per_s"] for r in results], "o-")
+    right.set(xlabel="batch", ylabel="puzzles / s", xscale="log", title="throughput")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- compare -----------------------------------------------------------------------------------------
+
+
+def compare(
+    model_a: str = typer.Argument(..., help="Reference: bundle or checkpoint."),
+    model_b: str = typer.Argument(None, help="Candidate: bundle or checkpoint (default: A itself, on --runtime-b)."),
+    data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout."),
+    split: str = typer.Option("test", "--split"),
+    runtime_a: str = typer.Option(None, "--runtime-a", help=RUNTIME_HELP),
+    runtime_b: str = typer.Option(None, "--runtime-b", help=RUNTIME_HELP),
+    limit: int = typer.Option(64, "--limit", help="Puzzles to compare."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: the model's)."),
+    halt: bool = typer.Option(False, "--halt/--no-halt", help="Free-running comparison with early exit."),
+    batch: int = typer.Option(16, "--batch", "-b"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG of divergence vs supervision step."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Parity between two models/bundles/runtimes: teacher-forced per-step divergence, answers, halting."""
+    from trm_edge.runtimes.evaluate import free_running, read_examples, teacher_forced
+    from trm_edge.runtimes.solver import Solver
+
+    a = _open(model_a, runtime_a)
+    b = _open(model_b or model_a, runtime_b)
+    examples = read_examples(str(data), split, config=a.config).head(limit)
+    steps = max_steps or a.config.halt_max_steps
+    with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("teacher-forced", total=len(examples) * steps)
+        per_step = teacher_forced(a, b, examples, steps=steps, batch_size=batch, on_step=lambda k: bar.advance(task, k))
+        runs = []
+        for rt in (a, b):
+            solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt)
+            runs.append(solver.run(examples.inputs, examples.puzzle_identifiers))
+        answers_report = free_running(runs[0], runs[1], examples)
+        report = {"a": a.describe(), "b": b.describe(), "count": len(examples), "steps": steps, "halt": halt,
+                  "teacher_forced": per_step, "free_running": answers_report}
+    if plot is not None:
+        _plot_compare(per_step, plot, title=f"{a.name} vs {b.name}")
+        report["plot"] = str(plot)
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"teacher-forced: A={a.name} ({a.source.path}) vs B={b.name} ({b.source.path})")
+    for col in ("step", "logits max abs", "max rel", "mean abs", "argmax agree", "q_halt max abs", "halt agree"):
+        table.add_column(col, justify="right")
+    for r in per_step:
+        table.add_row(str(r["step"]), f"{r['logits_max_abs']:.2e}", f"{r['logits_max_rel']:.2e}",
+                      f"{r['logits_mean_abs']:.2e}", f"{r['argmax_agreement']:.4f}", f"{r['q_halt_max_abs']:.2e}",
+                      f"{r['halt_agreement']:.4f}")
+    console.print(table)
+    summary = Table(title="free-running answers", show_header=False)
+    for key, value in answers_report.items():
+        summary.add_row(key, ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value))
+    console.print(summary)
+
+
+def _plot_compare(per_step: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in per_step]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.semilogy(steps, [max(r["logits_max_abs"], 1e-12) for r in per_step], "o-", label="max abs")
+    left.semilogy(steps, [max(r["logits_mean_abs"], 1e-12) for r in per_step], "o--", label="mean abs")
+    left.set(xlabel="supervision step", ylabel="logits difference", title="teacher-forced divergence")
+    left.legend()
+    right.plot(steps, [1 - r["argmax_agreement"] for r in per_step], "o-", label="cells")
+    right.plot(steps, [1 - r["halt_agreement"] for r in per_step], "o--", label="halt decisions")
+    right.set(xlabel="supervision step", ylabel="disagreement", title="argmax / halting")
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- verify ------------------------------------------------------------------------------------------
+
+
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """On-device parity: checksums, then the bundle's golden I/O through the runtime; pass/fail."""
+    from trm_edge.errors import BundleError
+    from trm_edge.runtimes.base import open_runtime, open_source
+    from trm_edge.runtimes.evaluate import raise_if_failed, verify_golden
+
+    source = open_source(bundle)  # verifies every checksum
+    if source.kind != "bundle":
+        raise BundleError(f"{str(bundle)!r} is not a bundle (no manifest.json)")
+    golden = source.bundle.golden()
+    if not golden:
+        raise BundleError(f"{str(bundle)!r} carries no golden I/O to verify against")
+    with open_runtime(source, runtime) as rt:
+        report = verify_golden(rt, golden, precision=source.precision)
+    report["bundle"] = str(bundle)
+    report["checksums"] = "ok"
+    if as_json:
+        print_json(report)
+    else:
+        console.print(f"checksums ✓ ({bundle})")
+        for c in report["checks"]:
+            mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"
+            extra = f", argmax agreement {c['argmax_agreement']:.4f}" if "argmax_agreement" in c else ""
+            console.print(f"{mark} {c['output']}: max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g} "
+                          f"(tolerance {c['tolerance_rel']:.0e}){extra}")
+        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
+        worst = report["worst"]
+        console.print(f"{verdict} on {rt.name}: worst {worst['output']} max rel {worst['max_rel']:.3g}"
+                      if worst else verdict)
+    raise_if_failed(report, what=f"{bundle} on {rt.name}")
+
+
+# -- build-engine ------------------------------------------------------------------------------------
+
+
+def build_engine(
+    bundle: Path = typer.Argument(..., help="Bundle directory (on the device that will run it)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Let TensorRT run layers in FP16."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 from the bundle's Q/DQ nodes (an INT8 bundle)."),
+    timing_cache: Path = typer.Option(None, "--timing-cache", help="Read and update this timing cache file."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Largest batch the engine accepts."),
+    opt_batch: int = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default: --max-batch)."),
+    workspace: int = typer.Option(None, "--workspace", help="Builder workspace limit in MiB."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the trtexec line; build nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Build the TensorRT engine of a bundle on this GPU and record it (GPU, compute capability, TensorRT
+    version) in the manifest; prints the equivalent trtexec command."""
+    from dataclasses import asdict
+
+    from trm_edge.runtimes.trt import build_engine as build
+    from trm_edge.runtimes.trt import plan_build
+
+    if fp16 and int8:
+        raise TrmEdgeError("give --fp16 or --int8, not both (--int8 already lets other layers run in FP16)")
+    precision = "int8" if int8 else "fp16" if fp16 else None
+    plan = plan_build(bundle, precision=precision, max_batch=max_batch, opt_batch=opt_batch,
+                      timing_cache=timing_cache, workspace_mb=workspace)
+    if dry_run:
+        if as_json:
+            print_json({k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()})
+        else:
+            console.print(f"would build a {plan.precision} engine, batch {plan.min_batch}..{plan.max_batch} "
+                          f"(opt {plan.opt_batch}) -> {plan.engine}")
+            console.print("equivalent trtexec command:")
+            console.print(plan.trtexec, markup=False, highlight=False, soft_wrap=True)
+        return
+    record = build(plan, log=(lambda m: err_console.print(m)) if as_json else console.print)
+    if as_json:
+        print_json(asdict(record))
+        return
+    console.print(f"[green]✓[/] engine {bundle / record.file}: {record.precision}, {record.gpu} "
+                  f"(sm_{record.compute_capability.replace('.', '')}), TensorRT {record.tensorrt}")
+    console.print("equivalent trtexec command:")
+    console.print(record.trtexec, markup=False, highlight=False, soft_wrap=True)

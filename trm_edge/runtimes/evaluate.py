@@ -1,0 +1,331 @@
+"""Measuring runtimes: accuracy on a dataset split, parity between two runtimes, and latency.
+
+numpy only (the device side): these back ``trm-edge eval``, ``compare``, ``bench`` and ``verify``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trm_edge.errors import DatasetError, TrmEdgeError, ValidationError
+from trm_edge.runtimes.base import Runtime, input_names
+from trm_edge.runtimes.solver import SolveOutput, Solver
+from trm_edge.trm.config import flops_per_step
+
+# -- data ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Examples:
+    """Puzzles with optional labels, as the solver takes them."""
+
+    inputs: np.ndarray  # [N, seq_len] int32
+    labels: np.ndarray | None = None  # [N, seq_len]
+    puzzle_identifiers: np.ndarray | None = None  # [N]
+    ignore_label_id: int | None = 0
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def head(self, n: int | None) -> Examples:
+        if n is None:
+            return self
+        return Examples(self.inputs[:n], None if self.labels is None else self.labels[:n],
+                        None if self.puzzle_identifiers is None else self.puzzle_identifiers[:n],
+                        self.ignore_label_id)
+
+
+def read_examples(data_dir: str, split: str, *, config: Any = None) -> Examples:
+    """A split of a dataset in the official layout, one row per example (identifiers expanded)."""
+    from trm_edge.puzzles.dataset import read_split
+
+    s = read_split(data_dir, split)
+    inputs = np.asarray(s.inputs)
+    labels = np.asarray(s.labels)
+    ids = None
+    if getattr(s, "puzzle_identifiers", None) is not None and getattr(s, "puzzle_indices", None) is not None:
+        per_puzzle = np.asarray(s.puzzle_identifiers)
+        counts = np.diff(np.asarray(s.puzzle_indices))
+        if counts.sum() == len(inputs) and len(counts) == len(per_puzzle):
+            ids = np.repeat(per_puzzle, counts)
+    metadata = getattr(s, "metadata", None)
+    ignore = _meta(metadata, "ignore_label_id", 0)
+    if config is not None:
+        if inputs.ndim != 2 or inputs.shape[1] != config.seq_len:
+            raise DatasetError(f"{data_dir!r} {split}: puzzles of length {inputs.shape[-1]}; the model expects "
+                               f"{config.seq_len}")
+        vocab = _meta(metadata, "vocab_size", None)
+        if vocab is not None and int(vocab) > config.vocab_size:
+            raise DatasetError(f"{data_dir!r}: vocabulary of {vocab} tokens; the model has {config.vocab_size}")
+    return Examples(inputs.astype(np.int32), labels, ids, None if ignore is None else int(ignore))
+
+
+def _meta(metadata: Any, key: str, default: Any) -> Any:
+    if metadata is None:
+        return default
+    if isinstance(metadata, dict):
+        return metadata.get(key, default)
+    return getattr(metadata, key, default)
+
+
+def random_inputs(config: Any, n: int, *, seed: int = 0) -> np.ndarray:
+    """Random tokens of the model's vocabulary, PAD (0) excluded: stand-in puzzles for benchmarks."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, max(2, config.vocab_size), size=(n, config.seq_len), dtype=np.int32)
+
+
+# -- accuracy --------------------------------------------------------------------------------------------
+
+
+def label_mask(labels: np.ndarray, ignore_label_id: int | None) -> np.ndarray:
+    return np.ones(labels.shape, bool) if ignore_label_id is None else labels != ignore_label_id
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray, ignore_label_id: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(exact per puzzle [N] bool, correct cells [N] / labelled cells [N] as a fraction)."""
+    mask = label_mask(labels, ignore_label_id)
+    right = (preds == labels) & mask
+    cells = mask.sum(-1)
+    exact = right.sum(-1) == cells
+    return exact, right.sum(-1) / np.maximum(cells, 1)
+
+
+def evaluate(runtime: Runtime, examples: Examples, *, solver: Solver, codec: Any = None, by_step: bool = False,
+             on_progress: Callable[[int], Any] | None = None) -> tuple[dict[str, Any], SolveOutput]:
+    """Solve a labelled split; the metrics ``trm-edge eval`` reports."""
+    if examples.labels is None:
+        raise DatasetError("evaluation needs labels")
+    out = solver.run(examples.inputs, examples.puzzle_identifiers, record_steps=by_step, on_progress=on_progress)
+    exact, _ = accuracy(out.preds, examples.labels, examples.ignore_label_id)
+    mask = label_mask(examples.labels, examples.ignore_label_id)
+    halted = out.halted
+    q_says_right = out.q_halt_logits > solver.threshold
+    report: dict[str, Any] = {
+        "count": len(examples),
+        "exact_accuracy": float(exact.mean()) if len(exact) else 0.0,
+        "cell_accuracy": float(((out.preds == examples.labels) & mask).sum() / max(int(mask.sum()), 1)),
+        "mean_steps": float(out.steps.mean()) if len(exact) else 0.0,
+        "max_steps": solver.max_steps,
+        "halt": solver.halt,
+        "halting": {
+            "threshold": solver.threshold,
+            "halted_fraction": float(halted.mean()) if len(exact) else 0.0,  # stopped before max_steps' end
+            "q_halt_accuracy": float((q_says_right == exact).mean()) if len(exact) else 0.0,
+            "halted_exact_accuracy": float(exact[halted].mean()) if halted.any() else None,
+            "steps_histogram": np.bincount(out.steps, minlength=solver.max_steps + 1)[1:].tolist(),
+        },
+        "seconds": out.seconds,
+        "puzzles_per_s": len(exact) / out.seconds if out.seconds else None,
+        "runtime": runtime.describe(),
+    }
+    if codec is not None:
+        valid = np.array([codec.is_valid(p, a) for p, a in zip(examples.inputs, out.preds, strict=True)], bool)
+        report["valid_fraction"] = float(valid.mean()) if len(valid) else 0.0
+    if by_step and out.step_preds is not None:
+        report["exact_accuracy_by_step"] = [
+            float(accuracy(out.step_preds[k], examples.labels, examples.ignore_label_id)[0].mean())
+            for k in range(solver.max_steps)]
+    return report, out
+
+
+# -- parity -----------------------------------------------------------------------------------------------
+
+
+def teacher_forced(a: Runtime, b: Runtime, examples: Examples, *, steps: int, batch_size: int = 16,
+                   threshold: float = 0.0, on_step: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+    """Per step: feed the state of A's trajectory to both runtimes, compare their outputs.
+
+    Returns one record per supervision step with the logits' max/mean absolute and max relative
+    difference, argmax (predicted cell) agreement, the q_halt difference and halting agreement, and
+    the state difference. Random-weight TRM is chaotic (DESIGN.md): this is the meaningful parity
+    test; whole trajectories are compared by answers (``free_running``)."""
+    check_same_model(a, b)
+    cfg = a.config
+    h0, l0 = a.initial_state()
+    h0b, l0b = b.initial_state()
+    init_diff = float(max(np.abs(h0 - h0b).max(), np.abs(l0 - l0b).max()))
+    table = a.puzzle_table()
+    zero = {"logits_max_abs": 0.0, "logits_sum_abs": 0.0, "logits_ref_max": 0.0, "cells": 0, "cells_agree": 0,
+            "q_max_abs": 0.0, "halt_agree": 0, "puzzles": 0, "state_max_abs": 0.0}
+    acc: list[dict[str, Any]] = [{"step": k + 1, **zero} for k in range(steps)]
+    n = len(examples)
+    for start in range(0, n, batch_size):
+        inputs = examples.inputs[start:start + batch_size]
+        rows = len(inputs)
+        shape = (rows, cfg.total_len, cfg.hidden_size)
+        feeds = {"inputs": inputs, "z_H": np.broadcast_to(h0, shape).copy(), "z_L": np.broadcast_to(l0, shape).copy()}
+        if "puzzle_embedding" in input_names(cfg):
+            ids = (np.zeros(rows, np.int64) if examples.puzzle_identifiers is None
+                   else examples.puzzle_identifiers[start:start + batch_size])
+            feeds["puzzle_embedding"] = table[ids]
+        for k in range(steps):
+            out_a = a.step(feeds)
+            out_b = b.step(feeds)
+            r = acc[k]
+            la, lb = out_a["logits"], out_b["logits"]
+            diff = np.abs(la.astype(np.float64) - lb)
+            r["logits_max_abs"] = max(r["logits_max_abs"], float(diff.max()))
+            r["logits_sum_abs"] += float(diff.sum())
+            r["logits_ref_max"] = max(r["logits_ref_max"], float(np.abs(la).max()))
+            r["cells"] += la.shape[0] * la.shape[1]
+            r["cells_agree"] += int((la.argmax(-1) == lb.argmax(-1)).sum())
+            qa, qb = out_a["q_halt_logits"], out_b["q_halt_logits"]
+            r["q_max_abs"] = max(r["q_max_abs"], float(np.abs(qa - qb).max()))
+            r["halt_agree"] += int(((qa > threshold) == (qb > threshold)).sum())
+            r["puzzles"] += rows
+            state = max(np.abs(out_a["z_H_next"] - out_b["z_H_next"]).max(),
+                        np.abs(out_a["z_L_next"] - out_b["z_L_next"]).max())
+            r["state_max_abs"] = max(r["state_max_abs"], float(state))
+            feeds = {**feeds, "z_H": out_a["z_H_next"], "z_L": out_a["z_L_next"]}
+            if on_step is not None:
+                on_step(rows)
+    records = []
+    for r in acc:
+        values = max(r["cells"], 1) * cfg.vocab_size
+        records.append({
+            "step": r["step"], "logits_max_abs": r["logits_max_abs"], "logits_mean_abs": r["logits_sum_abs"] / values,
+            "logits_max_rel": r["logits_max_abs"] / max(r["logits_ref_max"], 1e-12),
+            "argmax_agreement": r["cells_agree"] / max(r["cells"], 1), "q_halt_max_abs": r["q_max_abs"],
+            "halt_agreement": r["halt_agree"] / max(r["puzzles"], 1), "state_max_abs": r["state_max_abs"],
+            "initial_state_max_abs": init_diff,
+        })
+    return records
+
+
+def free_running(out_a: SolveOutput, out_b: SolveOutput, examples: Examples) -> dict[str, Any]:
+    """Answer-level agreement of two whole solver runs (meaningful on trained models)."""
+    same = np.all(out_a.preds == out_b.preds, axis=-1)
+    report: dict[str, Any] = {
+        "answer_agreement": float(same.mean()) if len(same) else 0.0,
+        "cell_agreement": float((out_a.preds == out_b.preds).mean()) if len(same) else 0.0,
+        "steps_agreement": float((out_a.steps == out_b.steps).mean()) if len(same) else 0.0,
+        "mean_steps": [float(out_a.steps.mean()), float(out_b.steps.mean())] if len(same) else [0.0, 0.0],
+    }
+    if examples.labels is not None:
+        ea = accuracy(out_a.preds, examples.labels, examples.ignore_label_id)[0]
+        eb = accuracy(out_b.preds, examples.labels, examples.ignore_label_id)[0]
+        report["exact_accuracy"] = [float(ea.mean()), float(eb.mean())]
+        report["exact_accuracy_diff"] = float(eb.mean() - ea.mean())
+        report["solved_by_a_only"] = int((ea & ~eb).sum())
+        report["solved_by_b_only"] = int((eb & ~ea).sum())
+    return report
+
+
+def check_same_model(a: Runtime, b: Runtime) -> None:
+    ca, cb = a.config.to_dict(), b.config.to_dict()
+    keys = ("seq_len", "vocab_size", "hidden_size", "puzzle_emb_ndim", "puzzle_emb_len", "num_puzzle_identifiers")
+    differ = [k for k in keys if ca[k] != cb[k]]
+    if differ:
+        raise TrmEdgeError("the two models have different shapes: " +
+                           ", ".join(f"{k} {ca[k]} vs {cb[k]}" for k in differ))
+
+
+# -- verify: golden I/O ---------------------------------------------------------------------------------
+
+# Worst error allowed against the golden outputs, per bundle precision: (max abs on logits-scale values
+# relative to their magnitude, minimum argmax agreement of predicted cells).
+VERIFY_TOLERANCE = {"fp32": (1e-3, 0.999), "fp16": (5e-2, 0.98), "int8": (2e-1, 0.9)}
+
+
+def verify_golden(runtime: Runtime, golden: dict[str, np.ndarray], *, precision: str) -> dict[str, Any]:
+    """Run the golden feeds through ``runtime``; per output worst abs/rel error; pass/fail."""
+    rel_tol, agree_tol = VERIFY_TOLERANCE.get(precision, VERIFY_TOLERANCE["fp32"])
+    feeds = {k: golden[k] for k in input_names(runtime.config)}
+    out = runtime.step(feeds)
+    checks = []
+    for name in ("z_H_next", "z_L_next", "logits", "q_halt_logits"):
+        if name not in golden:
+            continue
+        ref = np.asarray(golden[name], np.float64)
+        got = np.asarray(out[name], np.float64)
+        abs_err = float(np.abs(ref - got).max()) if ref.size else 0.0
+        scale = float(np.abs(ref).max()) if ref.size else 1.0
+        rel_err = abs_err / max(scale, 1e-12)
+        check: dict[str, Any] = {"output": name, "max_abs": abs_err, "max_rel": rel_err, "tolerance_rel": rel_tol}
+        ok = rel_err <= rel_tol
+        if name == "logits":
+            agree = float((ref.argmax(-1) == got.argmax(-1)).mean())
+            check["argmax_agreement"] = agree
+            check["tolerance_agreement"] = agree_tol
+            ok = ok and agree >= agree_tol
+        check["ok"] = bool(ok)
+        checks.append(check)
+    worst = max(checks, key=lambda c: c["max_rel"]) if checks else None
+    return {"ok": all(c["ok"] for c in checks) and bool(checks), "checks": checks,
+            "worst": None if worst is None else {"output": worst["output"], "max_rel": worst["max_rel"],
+                                                 "max_abs": worst["max_abs"]},
+            "precision": precision, "runtime": runtime.describe()}
+
+
+def raise_if_failed(report: dict[str, Any], *, what: str) -> None:
+    if not report["ok"]:
+        bad = [f"{c['output']} max_rel {c['max_rel']:.3g} > {c['tolerance_rel']:.3g}"
+               + (f" or argmax agreement {c['argmax_agreement']:.4f} < {c['tolerance_agreement']}"
+                  if "argmax_agreement" in c else "") for c in report["checks"] if not c["ok"]]
+        raise ValidationError(f"{what} failed verification: {'; '.join(bad) or 'no golden outputs to compare'}")
+
+
+# -- latency ---------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
+
+
+def bench(runtime: Runtime, inputs: np.ndarray, *, batch_size: int, max_steps: int | None, halt: bool,
+          repeats: int, warmup: int, puzzle_identifiers: np.ndarray | None = None,
+          on_run: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Warm up, then solve one batch of ``batch_size`` puzzles ``repeats`` times; latency statistics."""
+    solver = Solver(runtime, batch_size=batch_size, max_steps=max_steps, halt=halt)
+    batch = inputs[:batch_size]
+    if len(batch) < batch_size:
+        batch = np.resize(inputs, (batch_size, inputs.shape[1]))
+    ids = None if puzzle_identifiers is None else np.resize(puzzle_identifiers, batch_size)
+    load_start = time.perf_counter()
+    runtime.load()
+    load_seconds = time.perf_counter() - load_start
+    for _ in range(warmup):
+        solver.run(batch, ids)
+        if on_run is not None:
+            on_run()
+    runs, step_seconds, step_rows, steps = [], [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = solver.run(batch, ids)
+        runs.append(time.perf_counter() - start)
+        step_seconds += out.step_seconds
+        step_rows += out.step_rows
+        steps.append(out.steps.mean())
+        if on_run is not None:
+            on_run()
+    flops = flops_per_step(runtime.config) * float(np.sum(step_rows))
+    step_total = float(np.sum(step_seconds))
+    return {
+        "batch": batch_size,
+        "max_steps": solver.max_steps,
+        "halt": halt,
+        "repeats": repeats,
+        "mean_steps": float(np.mean(steps)),
+        "step_ms_p50": 1e3 * percentile(step_seconds, 50),
+        "step_ms_p95": 1e3 * percentile(step_seconds, 95),
+        "puzzle_s_p50": percentile(runs, 50),  # a puzzle's latency: its whole batch's run
+        "puzzle_s_p95": percentile(runs, 95),
+        "puzzles_per_s": batch_size / percentile(runs, 50),
+        "gflops": flops / step_total / 1e9 if step_total else None,
+        "gflop_per_step": flops_per_step(runtime.config) / 1e9,
+        "load_s": load_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -1,0 +1,66 @@
+"""The solver's view of a puzzle task: parse text to tokens, decode tokens to text, render, validate.
+
+A thin adapter over trm_edge.puzzles (numpy only), so the solver and the CLI speak one small protocol
+whatever the task module's own names are.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from trm_edge.errors import PuzzleError, choices
+
+
+@runtime_checkable
+class Codec(Protocol):
+    name: str
+
+    def parse(self, text: str) -> np.ndarray:
+        """Puzzle text -> input tokens ``[seq_len]`` int32; PuzzleError naming the problem."""
+
+    def decode(self, tokens: np.ndarray) -> str:
+        """Answer tokens -> text in the task's format."""
+
+    def render(self, tokens: np.ndarray) -> str:
+        """Tokens -> a readable grid for the terminal."""
+
+    def is_valid(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        """Whether ``answer`` (tokens) solves ``puzzle`` (tokens) by the task's rules."""
+
+
+class _TaskCodec:
+    """Adapts a trm_edge.puzzles task object to :class:`Codec`."""
+
+    def __init__(self, name: str, task: object) -> None:
+        self.name = name
+        self.task = task
+
+    def parse(self, text: str) -> np.ndarray:
+        if not text or not text.strip():
+            raise PuzzleError("empty puzzle")
+        return np.asarray(self.task.parse(text), dtype=np.int32).reshape(-1)
+
+    def decode(self, tokens: np.ndarray) -> str:
+        return self.task.decode(np.asarray(tokens))
+
+    def render(self, tokens: np.ndarray) -> str:
+        return self.task.render(np.asarray(tokens))
+
+    def is_valid(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        return bool(self.task.is_valid(np.asarray(puzzle), np.asarray(answer)))
+
+
+def get_codec(task: str) -> Codec:
+    """The codec of a task named in a bundle manifest or checkpoint (sudoku, maze, arc)."""
+    try:
+        from trm_edge.puzzles import get_task
+    except ImportError:
+        raise PuzzleError("the puzzle task codecs (trm_edge.puzzles) are not available in this install") from None
+    try:
+        return _TaskCodec(task, get_task(task))
+    except KeyError:
+        from trm_edge.puzzles import TASK_SEQ_LEN
+
+        raise PuzzleError(f"unknown task {task!r}; tasks: {choices(TASK_SEQ_LEN)}") from None
