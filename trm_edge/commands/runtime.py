@@ -419,15 +419,12 @@ def verify(
         print_json(report)
     else:
         console.print(f"checksums ✓ ({bundle})")
-        for c in report["checks"]:
-            mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"
-            extra = f", argmax agreement {c['argmax_agreement']:.4f}" if "argmax_agreement" in c else ""
-            console.print(f"{mark} {c['output']}: max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g} "
-                          f"(tolerance {c['tolerance_rel']:.0e}){extra}")
-        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
+        for line in report["lines"]:
+            console.print(line, markup=False, highlight=False)
         worst = report["worst"]
-        console.print(f"{verdict} on {rt.name}: worst {worst['output']} max rel {worst['max_rel']:.3g}"
-                      if worst else verdict)
+        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
+        console.print(f"{verdict} on {rt.name}: {report['cases']} golden cases, worst {worst['output']} "
+                      f"rel {worst['rel']:.2e} at {worst['case']}")
     raise_if_failed(report, what=f"{bundle} on {rt.name}")
 
 

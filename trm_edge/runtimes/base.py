@@ -168,16 +168,17 @@ class Runtime(abc.ABC):
         z_H, z_L = self.source.bundle.initial_state()
         return np.asarray(z_H, dtype=np.float32), np.asarray(z_L, dtype=np.float32)
 
-    def puzzle_table(self) -> np.ndarray | None:
-        """The ``[num_puzzle_identifiers, puzzle_emb_ndim]`` table when the graph takes
-        ``puzzle_embedding`` as an input, else None (a single embedding is folded into the graph)."""
+    def puzzle_embedding(self, identifiers: np.ndarray) -> np.ndarray | None:
+        """Rows of the puzzle-embedding table for ``identifiers`` (official integer ids) ->
+        ``[n, puzzle_emb_ndim]`` float32, when the graph takes ``puzzle_embedding`` as an input; None
+        when it does not (a single embedding is folded into the graph)."""
         if not self.config.has_puzzle_table:
             return None
-        table = self.source.bundle.puzzle_embeddings()
-        if table is None:
+        rows = self.source.bundle.puzzle_embedding([int(i) for i in np.asarray(identifiers).reshape(-1)])
+        if rows is None:
             raise BundleError(f"{str(self.source.path)!r}: the model has {self.config.num_puzzle_identifiers} puzzle "
                               "identifiers but the bundle carries no puzzle-embedding table")
-        return table
+        return np.asarray(rows, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         """What is running, for reports (``--json`` output, bench tables)."""

@@ -99,11 +99,10 @@ class Solver:
         inputs = self.check_inputs(inputs)
         n = len(inputs)
         cfg = self.runtime.config
-        table = self.runtime.load().puzzle_table()
-        if table is not None:
-            ids = np.zeros(n, np.int64) if puzzle_identifiers is None else np.asarray(puzzle_identifiers, np.int64)
-            if ids.shape != (n,) or (n and (ids.min() < 0 or ids.max() >= len(table))):
-                raise PuzzleError(f"puzzle identifiers must be {n} integers in 0..{len(table) - 1}")
+        self.runtime.load()
+        ids = np.zeros(n, np.int64) if puzzle_identifiers is None else np.asarray(puzzle_identifiers, np.int64)
+        if ids.shape != (n,):
+            raise PuzzleError(f"expected {n} puzzle identifiers, got an array of shape {ids.shape}")
         preds = np.zeros((n, cfg.seq_len), np.int32)
         steps = np.zeros(n, np.int32)
         q_final = np.zeros(n, np.float32)
@@ -126,7 +125,7 @@ class Solver:
                 free = capacity - rec.batch
                 if next_puzzle < n and free > 0 and (self.refill or rec.batch == 0):
                     take = np.arange(next_puzzle, min(n, next_puzzle + free))
-                    embedding = table[ids[take]] if table is not None else None
+                    embedding = self.runtime.puzzle_embedding(ids[take])
                     rec.add(inputs[take], embedding)
                     row_puzzle = np.concatenate((row_puzzle, take))
                     row_steps = np.concatenate((row_steps, np.zeros(len(take), np.int32)))
@@ -178,7 +177,7 @@ class PuzzleAnswer:
     tokens: np.ndarray
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "solution": self.solution, "valid": self.valid, "steps": self.steps,
+        return {"solution": self.solution, "valid": self.valid, "steps": self.steps,
                 "confidence": round(self.confidence, 6), "halted": self.halted}
 
 

@@ -31,7 +31,8 @@ class Codec(Protocol):
 
 
 class _TaskCodec:
-    """Adapts a trm_edge.puzzles task object to :class:`Codec`."""
+    """Adapts a task module of trm_edge.puzzles (``parse`` -> grid, ``to_tokens``, ``from_tokens``,
+    ``decode``, ``render``, ``is_valid``) to :class:`Codec`."""
 
     def __init__(self, name: str, task: object) -> None:
         self.name = name
@@ -39,14 +40,17 @@ class _TaskCodec:
 
     def parse(self, text: str) -> np.ndarray:
         if not text or not text.strip():
-            raise PuzzleError("empty puzzle")
-        return np.asarray(self.task.parse(text), dtype=np.int32).reshape(-1)
+            raise PuzzleError(f"{self.name}: empty puzzle")
+        return np.asarray(self.task.to_tokens(self.task.parse(text)), dtype=np.int32).reshape(-1)
 
     def decode(self, tokens: np.ndarray) -> str:
         return self.task.decode(np.asarray(tokens))
 
     def render(self, tokens: np.ndarray) -> str:
-        return self.task.render(np.asarray(tokens))
+        try:
+            return self.task.render(self.task.from_tokens(np.asarray(tokens)))
+        except PuzzleError:  # an answer with non-cell tokens (PAD, EOS where they do not belong)
+            return self.decode(tokens)
 
     def is_valid(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return bool(self.task.is_valid(np.asarray(puzzle), np.asarray(answer)))
@@ -54,13 +58,14 @@ class _TaskCodec:
 
 def get_codec(task: str) -> Codec:
     """The codec of a task named in a bundle manifest or checkpoint (sudoku, maze, arc)."""
-    try:
-        from trm_edge.puzzles import get_task
-    except ImportError:
-        raise PuzzleError("the puzzle task codecs (trm_edge.puzzles) are not available in this install") from None
-    try:
-        return _TaskCodec(task, get_task(task))
-    except KeyError:
-        from trm_edge.puzzles import TASK_SEQ_LEN
+    import importlib
 
-        raise PuzzleError(f"unknown task {task!r}; tasks: {choices(TASK_SEQ_LEN)}") from None
+    from trm_edge.puzzles import TASK_SEQ_LEN
+
+    if task not in TASK_SEQ_LEN:
+        raise PuzzleError(f"unknown task {task!r}; tasks: {choices(TASK_SEQ_LEN)}")
+    try:
+        module = importlib.import_module(f"trm_edge.puzzles.{task}")
+    except ImportError:
+        raise PuzzleError(f"the {task!r} task codec is not available in this install") from None
+    return _TaskCodec(task, module)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trm_edge.errors import RuntimeUnavailableError
+from trm_edge.errors import PuzzleError, RuntimeUnavailableError
 from trm_edge.runtimes.base import ModelSource, Runtime
 
 
@@ -56,11 +56,15 @@ class TorchRuntime(Runtime):
         return (self.model.H_init.detach().float().cpu().numpy().copy(),
                 self.model.L_init.detach().float().cpu().numpy().copy())
 
-    def puzzle_table(self) -> np.ndarray | None:
+    def puzzle_embedding(self, identifiers: np.ndarray) -> np.ndarray | None:
         if not self.config.has_puzzle_table:
             return None
         self.load()
-        return self.model.puzzle_emb.weights.detach().float().cpu().numpy()
+        ids = np.asarray(identifiers, dtype=np.int64).reshape(-1)
+        rows = self.config.num_puzzle_identifiers
+        if ids.size and (ids.min() < 0 or ids.max() >= rows):
+            raise PuzzleError(f"puzzle identifiers must be in 0..{rows - 1}; got {int(ids.min())}..{int(ids.max())}")
+        return self.model.puzzle_emb.weights.detach().float().cpu().numpy()[ids]
 
     def _step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         dev = self._device

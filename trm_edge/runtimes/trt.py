@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import BundleError, RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.io import sha256_file, write_json_atomic
-from trm_edge.runtimes.base import MANIFEST, STEP_OUTPUTS, ModelSource, Recurrence, Runtime, input_names, read_manifest
+from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime, input_names, read_manifest
 
 ENGINE_FILE = "step.engine"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -409,12 +408,11 @@ def build_engine(plan: BuildPlan, *, log: Any = print) -> EngineRecord:
 
 
 def record_engine(bundle_path: str | Path, record: EngineRecord) -> None:
-    """Write ``record`` into the bundle's manifest, with the engine file's checksum in ``files``."""
-    bundle_path = Path(bundle_path)
-    manifest = read_manifest(bundle_path)
-    manifest.setdefault("engines", {})["tensorrt"] = asdict(record)
-    manifest.setdefault("files", {})[record.file] = sha256_file(bundle_path / record.file)
-    write_json_atomic(bundle_path / MANIFEST, manifest)
+    """Write ``record`` into the bundle's manifest (``engines.tensorrt``); the engine file joins
+    ``files`` with its sha256, so a tampered engine is refused like any bundle file."""
+    from trm_edge.export.bundle import load_bundle
+
+    load_bundle(bundle_path).write_manifest_update({"engines": {"tensorrt": asdict(record)}})
 
 
 # -- running -------------------------------------------------------------------------------------------
