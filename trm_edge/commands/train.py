@@ -1,9 +1,51 @@
-"""CLI commands: train (filled in by its issue)."""
+"""CLI command: train (single process, or every rank under ``torchrun ... -m trm_edge train``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from trm_edge.commands.output import console, print_json
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
+    app.command("train")(train)
+
+
+def train(
+    preset: str = typer.Option(..., "--preset", help="Preset to train (see `trm-edge info --preset NAME`)."),
+    data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout (train/ and test/)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run directory: model/, state/, metrics.jsonl."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value "
+                                        "(repeatable)."),
+    train_steps: int = typer.Option(None, "--train-steps", help="Total optimiser steps (overrides the preset)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final evaluation as one JSON object."),
+) -> None:
+    """Train a TRM with the paper's recipe (deep supervision, ACT carry, AdamATan2, EMA); DDP under torchrun."""
+    from trm_edge.trm.train import MODEL_DIR, train_from_directory
+
+    result = train_from_directory(preset=preset, data=data, output=output, overrides=list(overrides or []),
+                                  train_steps=train_steps, resume=resume, force=force, progress=not no_progress)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return
+    summary = {"run_dir": str(output), "model": str(output / MODEL_DIR), "step": result.step,
+               "seconds": round(result.seconds, 1), "eval": result.last_eval}
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"trained {preset} for {result.step} steps -> {output / MODEL_DIR}")
+    if result.last_eval:
+        e = result.last_eval
+        console.print(f"exact accuracy {e['exact_accuracy']:.3f} after {len(e['exact_accuracy_by_step'])} steps "
+                      f"({e['exact_accuracy_by_step'][0]:.3f} after 1); with halting "
+                      f"{e['halt_exact_accuracy']:.3f} in {e['halt_mean_steps']:.2f} steps on average")

@@ -141,6 +141,11 @@ class TrainConfig:
     eval_interval: int = 5000
     checkpoint_interval: int = 1000
     seed: int = 0
+    log_interval: int = 50  # steps between train records in metrics.jsonl
+    eval_max_examples: int = 0  # evaluate on the first N test examples (0 = all)
+    augment: bool = True  # on-the-fly validity-preserving augmentation where the task has one (sudoku)
+    bf16: bool = True  # bfloat16 autocast on GPUs (CPU training is always float32)
+    compile: bool = True  # torch.compile the supervision step on GPUs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
