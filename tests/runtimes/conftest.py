@@ -1,0 +1,66 @@
+"""Runtime-test fixtures: one exported bundle per tiny config, shared by the whole session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_CONFIGS
+
+
+def halting_model(factory, name: str, seed: int = 0):
+    """A tiny random model whose halting head fires at varied steps (the init never halts: q = -5):
+    random q_head weights, and a bias that puts the median step-1 q_halt logit of random puzzles at 0."""
+    import torch
+
+    model = factory(name, seed=seed)
+    cfg = model.config
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(seed + 1)
+        model.q_head.weight.normal_(0, 2.0 / cfg.hidden_size**0.5, generator=generator)
+        model.q_head.bias.fill_(0.0)
+        tokens = torch.from_numpy(random_tokens(cfg, 32, seed=99))
+        z_H, z_L = model.initial_state(32)
+        embedding = model.puzzle_embedding(torch.from_numpy(random_ids(cfg, 32, seed=98)), 32)
+        q = model.step_embedded(tokens, z_H, z_L, embedding)[3]
+        model.q_head.bias[0] = -q.median()
+    return model
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    """``bundles(name) -> (model, bundle_path)``: each tiny config exported once, on first use."""
+    from trm_edge.export import export_bundle
+    from trm_edge.trm.model import build_model
+
+    cache: dict[str, tuple[object, object]] = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    class Factory:  # the tiny_model_factory fixture is function-scoped; rebuild its recipe here
+        def __call__(self, name: str, seed: int = 0):
+            import torch
+
+            model = build_model(TINY_CONFIGS[name], seed=seed).eval()
+            if hasattr(model, "puzzle_emb"):
+                with torch.no_grad():
+                    model.puzzle_emb.weights.normal_(0, 1, generator=torch.Generator().manual_seed(seed))
+            return model
+
+    def get(name: str, *, batch: int | None = None):
+        key = f"{name}-b{batch}" if batch else name
+        if key not in cache:
+            model = halting_model(Factory(), name)
+            task = "sudoku" if TINY_CONFIGS[name].seq_len == 81 and TINY_CONFIGS[name].vocab_size == 11 else None
+            path = export_bundle(model, root / key, target="cpu", task=task, batch=batch, validation_steps=1)
+            cache[key] = (model, path)
+        return cache[key]
+
+    return get
+
+
+def random_tokens(config, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, config.vocab_size, (n, config.seq_len)).astype(np.int32)
+
+
+def random_ids(config, n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, config.num_puzzle_identifiers, n)

@@ -1,0 +1,114 @@
+"""Parity is the product: the onnxruntime runtime reproduces the torch reference.
+
+Random-weight TRM is chaotic (DESIGN.md), so every step is compared teacher-forced (both runtimes fed
+the torch trajectory's state); whole solver runs are compared over few steps only, and over a whole
+trajectory only for a trained model (the slow test on the shipped ``default`` model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_CONFIGS
+from tests.runtimes.conftest import random_ids, random_tokens
+from trm_edge.runtimes import Solver, open_runtime
+from trm_edge.runtimes.evaluate import Examples, free_running, teacher_forced
+from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
+from trm_edge.runtimes.torch_ref import TorchRuntime
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_onnxruntime_matches_torch_step_by_step(bundles, name):
+    model, bundle = bundles(name)
+    cfg = model.config
+    examples = Examples(random_tokens(cfg, 12), None, random_ids(cfg, 12))
+    with TorchRuntime.from_model(model) as ref, open_runtime(bundle, "onnxruntime") as ort:
+        records = teacher_forced(ref, ort, examples, steps=cfg.halt_max_steps, batch_size=5)
+    assert len(records) == cfg.halt_max_steps
+    for r in records:
+        assert r["initial_state_max_abs"] == 0.0 and r["puzzle_embedding_max_abs"] == 0.0
+        assert r["logits_max_rel"] < 1e-4, r
+        assert r["argmax_agreement"] >= 0.999, r  # ties aside, the same predicted cell everywhere
+        assert r["q_halt_max_abs"] < 1e-4, r
+        assert r["halt_agreement"] == 1.0, r
+        assert r["state_max_abs"] < 1e-3, r
+
+
+@pytest.mark.parametrize("name", ["mlp", "many-puzzles"])
+def test_solver_agrees_over_a_few_steps(bundles, name):
+    model, bundle = bundles(name)
+    cfg = model.config
+    tokens, ids = random_tokens(cfg, 16, seed=3), random_ids(cfg, 16, seed=4)
+    examples = Examples(tokens, None, ids)
+    with TorchRuntime.from_model(model) as ref, open_runtime(bundle) as ort:
+        runs = [Solver(rt, batch_size=6, max_steps=2, halt=True).run(tokens, ids) for rt in (ref, ort)]
+    report = free_running(runs[0], runs[1], examples)
+    assert report["cell_agreement"] > 0.995 and report["steps_agreement"] > 0.9, report
+
+
+@pytest.mark.parametrize("options", [OrtOptions(intra_op_threads=1), OrtOptions(graph_optimization="disable"),
+                                     OrtOptions(graph_optimization="basic", memory_arena=False),
+                                     OrtOptions(memory_pattern=True, spinning=False, sequential=False)])
+def test_session_options_do_not_change_the_answers(bundles, options):
+    model, bundle = bundles("rope")
+    cfg = model.config
+    feeds = {"inputs": random_tokens(cfg, 3)}
+    feeds["z_H"], feeds["z_L"] = (np.broadcast_to(s, (3, cfg.total_len, cfg.hidden_size)).copy()
+                                  for s in (model.H_init.numpy(), model.L_init.numpy()))
+    with open_runtime(bundle, "onnxruntime") as default:
+        want = default.step(feeds)
+    tuned = OnnxRuntime(default.source, options=options)
+    with tuned:
+        got = tuned.step(feeds)
+        assert tuned.describe()["providers"] == ["CPUExecutionProvider"]
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
+
+
+def test_static_batch_bundle(bundles):
+    model, bundle = bundles("learned", batch=4)
+    cfg = model.config
+    tokens = random_tokens(cfg, 6, seed=5)
+    with open_runtime(bundle) as rt:
+        assert rt.fixed_batch == 4
+        out = Solver(rt, batch_size=16, max_steps=1, halt=False).run(tokens)
+    with TorchRuntime.from_model(model) as ref:
+        want = Solver(ref, batch_size=16, max_steps=1, halt=False).run(tokens)
+    assert (out.preds == want.preds).mean() > 0.999
+
+
+def test_unknown_provider_is_refused(bundles):
+    from trm_edge.errors import RuntimeUnavailableError
+
+    _, bundle = bundles("mlp")
+    with pytest.raises(RuntimeUnavailableError, match="no CUDAExecutionProvider"):
+        open_runtime(bundle, "onnxruntime:cuda").load()
+    with pytest.raises(RuntimeUnavailableError, match="unknown onnxruntime device 'npu'"):
+        open_runtime(bundle, "onnxruntime:npu").load()
+
+
+@pytest.mark.slow
+def test_default_model_whole_puzzles_agree(tmp_path):
+    """On the trained default model, whole trajectories agree puzzle by puzzle (>= 99.5%)."""
+    from trm_edge.runtimes.base import default_model
+
+    if default_model() is None:
+        pytest.skip("no default model shipped yet")
+    from trm_edge.export import export_bundle
+    from trm_edge.puzzles import sudoku
+    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
+
+    model = load_model("default")
+    recipe = read_checkpoint_info("default").get("data", {})
+    options = sudoku.SudokuOptions.from_dict(recipe.get("options", {})) if isinstance(recipe, dict) else None
+    puzzles = sudoku.generate(64, seed=20261125, options=options)
+    tokens = np.stack([sudoku.to_tokens(g) for g in puzzles.givens]) if hasattr(puzzles, "givens") else None
+    if tokens is None:
+        pytest.skip("cannot draw puzzles from the default model's distribution")
+    bundle = export_bundle(model, tmp_path / "bundle", target="cpu", task="sudoku")
+    with TorchRuntime.from_model(model) as ref, open_runtime(bundle) as ort:
+        for halt in (False, True):
+            runs = [Solver(rt, batch_size=16, halt=halt).run(tokens) for rt in (ref, ort)]
+            report = free_running(runs[0], runs[1], Examples(tokens))
+            assert report["answer_agreement"] >= 0.995, report

@@ -1,0 +1,75 @@
+"""The runtime registry: names, aliases, what to install, defaults per model source."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from trm_edge.errors import RuntimeUnavailableError
+from trm_edge.runtimes import RUNTIMES, available_runtimes, get_runtime, open_runtime, open_source
+from trm_edge.runtimes.base import default_runtime, parse_runtime_spec
+
+# Where each registered runtime is tested; the guard below fails when a runtime is added untested.
+TESTED_IN = {
+    "onnxruntime": "test_parity.py (teacher-forced vs torch on every tiny config), test_cli.py",
+    "torch": "test_solver.py (solver == model.predict), test_parity.py",
+    "tensorrt": "test_trt.py (buffer logic on a numpy CUDA stand-in; real engines under -m gpu)",
+}
+
+
+def test_every_registered_runtime_is_tested():
+    assert set(RUNTIMES) == set(TESTED_IN)
+
+
+def test_names_aliases_and_devices():
+    assert parse_runtime_spec("ort") == ("onnxruntime", None)
+    assert parse_runtime_spec("onnxruntime:CUDA") == ("onnxruntime", "cuda")
+    assert parse_runtime_spec("trt") == ("tensorrt", None)
+    assert parse_runtime_spec("pytorch:cpu") == ("torch", "cpu")
+    with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tflite'.*'onnxruntime', 'tensorrt', 'torch'"):
+        get_runtime("tflite")
+
+
+def test_missing_package_names_what_to_install_and_what_is_available(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # importlib finds nothing: "not installed"
+    assert "tensorrt" not in available_runtimes()
+    with pytest.raises(RuntimeUnavailableError) as error:
+        get_runtime("tensorrt")
+    message = str(error.value)
+    assert "pip install 'trm-edge[tensorrt]'" in message
+    assert "available runtimes: 'onnxruntime', 'torch'" in message
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(RuntimeUnavailableError, match="pip install onnxruntime"):
+        get_runtime("onnxruntime")
+
+
+def test_importing_the_runtimes_pulls_in_no_backend():
+    import subprocess
+
+    code = ("import sys, trm_edge.runtimes, trm_edge.runtimes.solver, trm_edge.commands.runtime, trm_edge.cli; "
+            "print([m for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_defaults_per_source(bundles, tmp_path):
+    from trm_edge.trm.checkpoint import save_checkpoint
+
+    model, bundle = bundles("mlp")
+    source = open_source(bundle)
+    assert source.kind == "bundle" and default_runtime(source) == "onnxruntime"
+    checkpoint = save_checkpoint(model, tmp_path / "ckpt", task="sudoku")
+    assert default_runtime(open_source(checkpoint)) == "torch"
+    with pytest.raises(RuntimeUnavailableError, match="runs checkpoints, not the bundle"):
+        open_runtime(bundle, "torch")
+    # A checkpoint on a bundle runtime is exported to a temporary bundle first (host side).
+    runtime = open_runtime(checkpoint, "onnxruntime")
+    assert runtime.source.kind == "bundle" and runtime.name == "onnxruntime"
+
+
+def test_jetson_bundle_falls_back_to_onnxruntime_without_an_engine(bundles, monkeypatch):
+    model, bundle = bundles("mlp")
+    source = open_source(bundle)
+    monkeypatch.setattr(source, "target", "jetson")  # runtimes: [tensorrt, onnxruntime]
+    assert default_runtime(source) == "onnxruntime"  # no engine built (and no TensorRT here)
