@@ -27,7 +27,7 @@ def test_names_aliases_and_devices():
     assert parse_runtime_spec("onnxruntime:CUDA") == ("onnxruntime", "cuda")
     assert parse_runtime_spec("trt") == ("tensorrt", None)
     assert parse_runtime_spec("pytorch:cpu") == ("torch", "cpu")
-    with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tflite'.*'onnxruntime', 'tensorrt', 'torch'"):
+    with pytest.raises(RuntimeUnavailableError, match=r"unknown runtime 'tflite'.*'onnxruntime', 'tensorrt', 'torch'"):
         get_runtime("tflite")
 
 
@@ -69,7 +69,7 @@ def test_defaults_per_source(bundles, tmp_path):
 
 
 def test_jetson_bundle_falls_back_to_onnxruntime_without_an_engine(bundles, monkeypatch):
-    model, bundle = bundles("mlp")
+    _, bundle = bundles("mlp")
     source = open_source(bundle)
     monkeypatch.setattr(source, "target", "jetson")  # runtimes: [tensorrt, onnxruntime]
     assert default_runtime(source) == "onnxruntime"  # no engine built (and no TensorRT here)

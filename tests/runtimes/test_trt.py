@@ -141,7 +141,8 @@ def test_trtexec_line():
 def test_build_plan_checks_the_request(bundles):
     _, bundle = bundles("mlp")
     plan = plan_build(bundle, precision="fp16", max_batch=8, opt_batch=4)
-    assert (plan.precision, plan.min_batch, plan.opt_batch, plan.max_batch, plan.static_batch) == ("fp16", 1, 4, 8, None)
+    assert (plan.precision, plan.min_batch, plan.opt_batch, plan.max_batch) == ("fp16", 1, 4, 8)
+    assert plan.static_batch is None
     assert "--fp16" in plan.trtexec and plan.engine == Path(bundle) / "step.engine"
     assert plan_build(bundle).precision == "fp32"
     with pytest.raises(TrmEdgeError, match="quantize it first"):
@@ -171,7 +172,7 @@ def test_engine_record_in_the_manifest_is_checksummed_and_required(bundles, tmp_
 
     monkeypatch.setattr(trt_module, "import_tensorrt", lambda: FakeTensorRT)
     monkeypatch.setattr(trt_module, "cuda_memory", lambda: NumpyMemory("NVIDIA GeForce RTX 4090", "8.9"))
-    with pytest.raises(BundleError, match="built on Orin .* this device is NVIDIA GeForce RTX 4090 .*rebuild"):
+    with pytest.raises(BundleError, match=r"built on Orin .* this device is NVIDIA GeForce RTX 4090 .*rebuild"):
         TensorRTRuntime(source).load()
     (bundle / "step.engine").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="sha256"):
