@@ -56,16 +56,10 @@ class _TaskCodec:
         return bool(self.task.is_valid(np.asarray(puzzle), np.asarray(answer)))
 
 
-def get_codec(task: str) -> Codec:
+def get_codec(task: str | None) -> Codec:
     """The codec of a task named in a bundle manifest or checkpoint (sudoku, maze, arc)."""
-    import importlib
+    from trm_edge.puzzles import get_task, task_names
 
-    from trm_edge.puzzles import TASK_SEQ_LEN
-
-    if task not in TASK_SEQ_LEN:
-        raise PuzzleError(f"unknown task {task!r}; tasks: {choices(TASK_SEQ_LEN)}")
-    try:
-        module = importlib.import_module(f"trm_edge.puzzles.{task}")
-    except ImportError:
-        raise PuzzleError(f"the {task!r} task codec is not available in this install") from None
-    return _TaskCodec(task, module)
+    if not task:
+        raise PuzzleError(f"this model names no task, so its puzzles cannot be parsed; tasks: {choices(task_names())}")
+    return _TaskCodec(task, get_task(task))

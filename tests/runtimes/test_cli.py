@@ -1,0 +1,176 @@
+"""The device-side commands: solve (torch-free), eval, bench, compare, verify; bad input; exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from trm_edge.cli import app
+
+SUDOKU = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def sudoku_data(tmp_path_factory):
+    from trm_edge.puzzles.build import build_dataset
+
+    path = tmp_path_factory.mktemp("data") / "sudoku"
+    build_dataset("sudoku", path, train=2, test=12, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(bundles, tmp_path_factory):
+    from trm_edge.trm.checkpoint import save_checkpoint
+
+    model, _ = bundles("mlp")
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mlp", task="sudoku")
+
+
+def cli(*args: str, shim: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``trm-edge ARGS`` in a fresh process; ``shim`` makes ``import torch`` fail there."""
+    env = dict(os.environ)
+    if shim:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "runtimes" / "notorch"), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, input=stdin, timeout=120)
+
+
+def run(*args: str):
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_solve_on_a_bundle_needs_no_torch(bundles):
+    _, bundle = bundles("mlp")
+    result = cli("solve", SUDOKU, SUDOKU.replace("53", "35", 1), "--model", str(bundle), "--json", shim=True)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["puzzle"] for line in lines] == ["puzzle 1", "puzzle 2"]
+    for line in lines:
+        assert set(line) == {"puzzle", "solution", "valid", "steps", "confidence", "halted"}
+        assert len(line["solution"]) == 81 and line["valid"] is False  # random weights solve nothing
+        assert 1 <= line["steps"] <= 4 and 0 < line["confidence"] < 1
+    # ... and the shim really blocks torch:
+    blocked = cli("solve", SUDOKU, "--model", str(bundle), "--runtime", "torch", shim=True)
+    assert blocked.returncode == 2
+
+
+MALFORMED = {
+    "wrong length": SUDOKU[:-1],
+    "foreign character": SUDOKU[:10] + "x" + SUDOKU[11:],
+    "rule-breaking givens": "55" + SUDOKU[2:],
+    "empty": "",
+    "a 9-line grid with a short row": "\n".join(SUDOKU[i:i + 9] for i in range(0, 81, 9))[:-3],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_puzzles_get_one_line_and_exit_2(bundles, case):
+    _, bundle = bundles("mlp")
+    result = cli("solve", MALFORMED[case], "--model", str(bundle))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: puzzle 1: sudoku: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_keep_going_solves_the_good_ones(bundles, tmp_path):
+    _, bundle = bundles("mlp")
+    file = tmp_path / "puzzles.txt"
+    file.write_text(f"{SUDOKU}\n{'9' * 81}\n\n" + "\n".join(SUDOKU[i:i + 9] for i in range(0, 81, 9)) + "\n")
+    result = cli("solve", "--file", str(file), "--model", str(bundle), "--json", "--keep-going")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {file}:2: sudoku: digit 9 appears twice in row 1 (at r1c1 and "
+                                          "r1c2)"]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("error") is None for line in lines] == [False, True, True]
+    assert lines[1]["puzzle"] == f"{file}:1" and lines[2]["puzzle"] == f"{file}:4"
+    without = cli("solve", "--file", str(file), "--model", str(bundle))
+    assert without.returncode == 2 and without.stdout == "" and len(without.stderr.splitlines()) == 1
+
+
+def test_missing_runtime_tampered_bundle_and_no_model(bundles, tmp_path):
+    _, original = bundles("mlp")
+    result = cli("solve", SUDOKU, "--model", str(original), "--runtime", "tensorrt")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "pip install 'trm-edge[tensorrt]'" in result.stderr and "available runtimes: 'onnxruntime'" in result.stderr
+    bundle = tmp_path / "bundle"
+    shutil.copytree(original, bundle)
+    data = bytearray((bundle / "step.onnx").read_bytes())
+    data[-100] ^= 1
+    (bundle / "step.onnx").write_bytes(bytes(data))
+    for args in (("verify", str(bundle)), ("solve", SUDOKU, "--model", str(bundle))):
+        result = cli(*args)
+        assert result.returncode == 2 and "sha256" in result.stderr and len(result.stderr.splitlines()) == 1
+    from trm_edge.runtimes.base import default_model
+
+    if default_model() is None:
+        result = cli("solve", SUDOKU)
+        assert result.returncode == 2 and "no --model given and no default model" in result.stderr
+
+
+def test_solve_prints_grids(bundles):
+    _, bundle = bundles("mlp")
+    result = run("solve", SUDOKU, "--model", str(bundle), "--no-halt", "--max-steps", "2")
+    assert "5 3 . | . 7 ." in result.output and "steps 2 (max steps)" in result.output
+
+
+def test_verify_passes_on_the_golden_io(bundles):
+    _, bundle = bundles("many-puzzles")
+    result = run("verify", str(bundle), "--json")
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["checksums"] == "ok" and report["cases"] >= 2
+    assert {c["output"] for c in report["checks"]} == {"z_H_next", "z_L_next", "logits", "q_halt_logits"}
+    assert "PASS on onnxruntime" in run("verify", str(bundle)).output
+
+
+def test_eval_reports_accuracy_steps_and_saves_predictions(bundles, sudoku_data, tmp_path):
+    _, bundle = bundles("mlp")
+    preds = tmp_path / "preds.npy"
+    result = run("eval", str(bundle), "--data", str(sudoku_data), "--halt", "--by-step", "--save-preds", str(preds),
+                 "--json")
+    report = json.loads(result.stdout)
+    assert report["count"] == 12 and 0 <= report["exact_accuracy"] <= report["cell_accuracy"] <= 1
+    assert 1 <= report["mean_steps"] <= 4 and len(report["exact_accuracy_by_step"]) == 4
+    assert sum(report["halting"]["steps_histogram"]) == 12 and "valid_fraction" in report
+    assert np.load(preds).shape == (12, 81)
+    assert "exact_accuracy" in run("eval", str(bundle), "--data", str(sudoku_data), "--limit", "3").output
+
+
+def test_bench_json_and_plot(bundles, tmp_path):
+    _, bundle = bundles("mlp")
+    plot = tmp_path / "bench.png"
+    result = run("bench", str(bundle), "--batch", "1", "--batch", "3", "--max-steps", "2", "--repeats", "2",
+                 "--warmup", "0", "--plot", str(plot), "--json")
+    report = json.loads(result.stdout)
+    assert [r["batch"] for r in report["results"]] == [1, 3]
+    for r in report["results"]:
+        assert r["mean_steps"] == 2 and r["puzzles_per_s"] > 0 and r["step_ms_p95"] >= r["step_ms_p50"] > 0
+        assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
+    assert plot.stat().st_size > 1000
+
+
+def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpoint, sudoku_data, tmp_path):
+    _, bundle = bundles("mlp")
+    plot = tmp_path / "compare.png"
+    result = run("compare", str(checkpoint), str(bundle), "--data", str(sudoku_data), "--limit", "6",
+                 "--max-steps", "2", "--plot", str(plot), "--json")
+    report = json.loads(result.stdout)
+    assert report["a"]["runtime"] == "torch" and report["b"]["runtime"] == "onnxruntime"
+    assert [r["step"] for r in report["teacher_forced"]] == [1, 2]
+    assert all(r["logits_max_rel"] < 1e-4 and r["argmax_agreement"] == 1.0 for r in report["teacher_forced"])
+    assert report["free_running"]["cell_agreement"] > 0.99 and "exact_accuracy_diff" in report["free_running"]
+    assert plot.stat().st_size > 1000
+    assert "teacher-forced" in run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data",
+                                   str(sudoku_data), "--limit", "2", "--max-steps", "1").output
