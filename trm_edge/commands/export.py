@@ -1,9 +1,125 @@
-"""CLI commands: export (filled in by its issue)."""
+"""CLI commands: export (model -> validated bundle for a target) and targets (list device profiles)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from trm_edge.commands.output import console, err_console, print_json
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
+    app.command()(export)
+    app.command()(targets)
+
+
+def export(
+    model: str = typer.Argument(..., help="Checkpoint directory, or 'default'."),
+    target: str = typer.Option(..., "--target", "-t", help="Device target (see `trm-edge targets`), e.g. jetson, cpu."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write."),
+    graph: str = typer.Option("step", "--graph", help="step (one supervision step) or unrolled (also all steps in "
+                                                      "one graph)."),
+    batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic batch axis)."),
+    puzzles: list[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
+                                                              "(ids, names or task names; repeatable)."),
+    identifiers: Path = typer.Option(None, "--identifiers", help="The dataset's identifiers.json (names of the "
+                                                                 "puzzle identifiers), for --puzzles by name."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Export a model to a validated deployment bundle (ONNX graphs, initial state, golden I/O)."""
+    from trm_edge.errors import OutputExistsError
+    from trm_edge.targets import get_target
+
+    profile = get_target(target)  # an unknown target fails before anything heavy is loaded
+    if output.exists() and not force:
+        raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
+    names = _identifier_names(identifiers) if identifiers else None
+
+    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
+
+    task = read_checkpoint_info(model).get("task")  # torch-free: a non-checkpoint fails fast
+    from trm_edge.export.exporter import export_bundle
+
+    trm = load_model(model)
+    log_console = err_console if as_json else console
+    path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
+                         puzzles=puzzles or None, identifier_names=names, log=_printer(log_console))
+    from trm_edge.export.bundle import load_bundle
+
+    manifest = load_bundle(path).manifest
+    engine = manifest.get("engine")
+    if as_json:
+        print_json({"bundle": str(path), "target": profile.name, "task": task,
+                    "graphs": {k: {key: v[key] for key in ("file", "batch", "opset", "bytes", "cleanup")}
+                               for k, v in manifest["graphs"].items()},
+                    "validation": manifest["validation"], "engine": engine, "seconds": manifest["export"]["seconds"]})
+        return
+    if engine:
+        console.print(f"[bold]Next, on the device:[/bold] TensorRT engines are built on the {profile.name} itself "
+                      f"(engines are specific to the GPU and TensorRT version; NVIDIA does not support building "
+                      f"Jetson engines on an x86 host). Copy {path} to the device and run "
+                      f"`trm-edge build-engine {path}`.")
+
+
+def _printer(out):
+    def log(line: str) -> None:
+        style = "green" if "✓" in line else "red" if "✗" in line else None
+        out.print(line, style=style, markup=False, highlight=False)
+
+    return log
+
+
+def _identifier_names(path: Path) -> list[str]:
+    from trm_edge.errors import ExportError
+
+    file = path / "identifiers.json" if path.is_dir() else path
+    try:
+        names = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"cannot read identifiers {str(file)!r}: {error}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ExportError(f"{str(file)!r} is not an identifiers.json (a list of names, index = identifier)")
+    return names
+
+
+def targets(
+    name: str = typer.Argument(None, help="Show one target in full."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List device targets (profiles: runtimes, opset, ops, precisions, INT8 format, memory budget)."""
+    from trm_edge.targets import get_target, list_targets
+
+    if name is not None:
+        profile = get_target(name)
+        if as_json:
+            print_json(profile.to_dict())
+            return
+        from rich.table import Table
+
+        table = Table(title=f"target {profile.name}", show_header=False)
+        for key, value in profile.to_dict().items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, list):
+                value = "\n".join(value) if key == "notes" else ", ".join(str(v) for v in value)
+            table.add_row(key, "" if value is None else str(value))
+        console.print(table)
+        return
+    profiles = list_targets()
+    if as_json:
+        print_json({"targets": [p.to_dict() for p in profiles]})
+        return
+    from rich.table import Table
+
+    table = Table(title="trm-edge targets (details: trm-edge targets NAME)")
+    for column in ("name", "runtimes", "opset", "op list", "precisions", "int8", "memory"):
+        table.add_column(column, no_wrap=column in ("name", "op list", "int8"))
+    for p in profiles:
+        int8 = f"{'s8' if p.int8.activations == 'int8' else 'u8'}xs8 {p.int8.format}" if p.int8 else "-"
+        table.add_row(p.name, " ".join(p.runtimes), str(p.opset), p.op_list.name, " ".join(p.precisions), int8,
+                      f"{p.memory_budget_mb} MB" if p.memory_budget_mb else "-")
+    console.print(table)

@@ -101,7 +101,7 @@ def validate_step_graph(
             feeds = _feeds(inputs, z_H, z_L, puzzle, with_puzzle=with_puzzle)
             ref = [t.numpy() for t in model.step_embedded(inputs, z_H, z_L, puzzle)]
             got = session.run(list(STEP_OUTPUTS), feeds)
-            for name, g, r in zip(STEP_OUTPUTS, got, ref):
+            for name, g, r in zip(STEP_OUTPUTS, got, ref, strict=True):
                 checks[name].update(g, r, f"step {step}")
                 per_step[name].append(_rel(g, r))
             if step in golden_steps:
@@ -118,7 +118,7 @@ def validate_step_graph(
             feeds = _feeds(r_inputs, z_H, z_L, r_puzzle, with_puzzle=with_puzzle)
             ref = [t.numpy() for t in model.step_embedded(r_inputs, z_H, z_L, r_puzzle)]
             got = session.run(list(STEP_OUTPUTS), feeds)
-            for name, g, r in zip(STEP_OUTPUTS, got, ref):
+            for name, g, r in zip(STEP_OUTPUTS, got, ref, strict=True):
                 checks[name].update(g, r, "random state")
     return ValidationReport("step", precision, list(checks.values()), steps=steps, puzzles=batch,
                             random_states=random_states, per_step_rel=per_step,
@@ -134,7 +134,7 @@ def _record(golden: dict[str, list[np.ndarray]], feeds: dict[str, np.ndarray], r
             step: int) -> None:
     for name, value in feeds.items():
         golden.setdefault(name, []).append(value)
-    for name, value in zip(STEP_OUTPUTS, ref):
+    for name, value in zip(STEP_OUTPUTS, ref, strict=True):
         golden.setdefault(name, []).append(value)
     golden.setdefault("step", []).append(np.full(len(feeds["inputs"]), step, dtype=np.int32))
     golden.setdefault("puzzle", []).append(np.arange(len(feeds["inputs"]), dtype=np.int32))
@@ -177,7 +177,7 @@ def validate_unrolled_graph(
         feeds["puzzle_embedding"] = puzzle_embedding
     got = ort_session(unrolled_path).run(list(UNROLLED_OUTPUTS), feeds)
     checks = []
-    for name, value in zip(UNROLLED_OUTPUTS, got):
+    for name, value in zip(UNROLLED_OUTPUTS, got, strict=True):
         check = OutputCheck(name, tolerance)
         check.update(value, ref[name], f"{steps} steps")
         checks.append(check)
