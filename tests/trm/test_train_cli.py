@@ -1,0 +1,109 @@
+"""``trm-edge train`` from a dataset directory: a loadable model, one-line errors, torchrun with 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trm_edge
+from trm_edge.cli import main
+
+dataset = pytest.importorskip("trm_edge.puzzles.dataset")
+
+SMALL = ["hidden_size=32", "puzzle_emb_ndim=32", "puzzle_emb_len=1", "expansion=2", "L_cycles=1",
+         "halt_max_steps=2", "global_batch_size=8", "eval_max_examples=4", "log_interval=1"]
+RECIPE = {"task": "sudoku", "options": {"min_givens": 30}, "train": 16, "test": 4, "aug": 0, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 16), ("test", 4)):
+        labels = rng.integers(2, 11, size=(n, 81))
+        inputs = np.where(rng.random((n, 81)) < 0.4, labels, 1)
+        splits[name] = dataset.Split.single_examples(inputs, labels, group_size=1, vocab_size=11)
+    out = tmp_path_factory.mktemp("data") / "sudoku"
+    dataset.write_dataset(out, splits, [dataset.BLANK_IDENTIFIER], recipe=RECIPE)
+    return out
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(sys, "argv", ["trm-edge", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def train_args(data_dir, out, *extra):
+    args = ["train", "--preset", "sudoku-mini", "--data", str(data_dir), "-o", str(out), "--train-steps", "3",
+            "--no-progress"]
+    for item in SMALL:
+        args += ["--set", item]
+    return [*args, *extra]
+
+
+def test_cli_trains_a_model_that_records_its_data_recipe(monkeypatch, capsys, data_dir, tmp_path):
+    code, out, err = cli(monkeypatch, capsys, *train_args(data_dir, tmp_path / "run", "--json"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["step"] == 3 and summary["eval"]["count"] == 4
+    model = trm_edge.load_model(tmp_path / "run" / "model")
+    assert model.config.hidden_size == 32 and model.config.seq_len == 81
+    info = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert info["data_recipe"] == RECIPE and info["preset"] == "sudoku-mini" and info["task"] == "sudoku"
+    # a second run into the same directory needs --resume or --force; --resume with more steps continues
+    code, _, err = cli(monkeypatch, capsys, *train_args(data_dir, tmp_path / "run"))
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(monkeypatch, capsys, *train_args(data_dir, tmp_path / "run", "--resume", "--train-steps", "4"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "state" / "trainer.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (["--preset", "nope"], "available presets"),
+    (["--set", "not_a_field=1"], "unknown --set field"),
+    (["--set", "lr=abc"], "not a valid float"),
+    (["--data", "/nonexistent/dir"], "not a dataset directory"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys, data_dir, tmp_path, change,
+                                                             message):
+    args = train_args(data_dir, tmp_path / "run")
+    flag = change[0]
+    if flag in ("--preset", "--data"):
+        i = args.index(flag)
+        args[i + 1] = change[1]
+    else:
+        args += change
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_data_dir_that_is_not_a_dataset(monkeypatch, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(monkeypatch, capsys, *train_args(tmp_path / "empty", tmp_path / "run"))
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "trm_edge", *train_args(data_dir, tmp_path / "ddp")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((tmp_path / "ddp" / "state" / "trainer.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == 3
+    trm_edge.load_model(tmp_path / "ddp" / "model")
