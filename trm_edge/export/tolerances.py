@@ -64,10 +64,11 @@ class OutputCheck:
                                                                                  f"!= {ref.shape}"
             self.cases += 1
             return
-        abs_err = float(np.max(np.abs(got - ref))) if got.size else 0.0
-        if not np.all(np.isfinite(got)):
-            abs_err = float("inf")
-        rel = abs_err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
+        if not (np.all(np.isfinite(got)) and np.all(np.isfinite(ref))):
+            abs_err = rel = float("inf")  # NaN/inf in either side is a failure, never a silent max()
+        else:
+            abs_err = float(np.max(np.abs(got - ref))) if got.size else 0.0
+            rel = abs_err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
         if rel > self.rel or self.cases == 0:
             self.worst_case = case
         self.max_abs, self.rel = max(self.max_abs, abs_err), max(self.rel, rel)
