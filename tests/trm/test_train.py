@@ -15,7 +15,7 @@ import trm_edge
 from trm_edge.errors import ConfigError, OutputExistsError, TrainingError
 from trm_edge.trm.config import TrainConfig, TRMConfig
 from trm_edge.trm.data import ArraySplit
-from trm_edge.trm.train import Trainer, read_metrics, read_state, resolve_configs, train
+from trm_edge.trm.train import Dist, Trainer, read_metrics, read_state, resolve_configs, train
 
 TINY = TRMConfig(seq_len=16, vocab_size=6, num_puzzle_identifiers=3, hidden_size=32, expansion=2.0, mlp_t=True,
                  pos_encodings="none", puzzle_emb_ndim=32, puzzle_emb_len=1, H_cycles=2, L_cycles=1,
@@ -156,8 +156,7 @@ def test_data_that_does_not_fit_the_model_is_refused(tmp_path):
 
 
 def test_act_carry_keeps_unhalted_slots_and_refills_halted_ones():
-    trainer = Trainer(TINY, FAST, toy_split(64, 0), None, task="toy", d=__import__("trm_edge.trm.train",
-                      fromlist=["Dist"]).Dist(), device=torch.device("cpu"))
+    trainer = Trainer(TINY, FAST, toy_split(64, 0), None, task="toy", d=Dist(), device=torch.device("cpu"))
     trainer.train_step()
     c = trainer.carry
     assert (c["steps"] == 1).all()
@@ -218,3 +217,15 @@ def test_two_process_gloo_ddp_trains_and_checkpoints(tmp_path):
     assert [r["step"] for r in records if r["kind"] == "eval"] == [3, 6]
     assert [r for r in records if r["kind"] == "eval"][-1]["count"] == 20  # test set split over ranks, summed
     trm_edge.load_model(tmp_path / "ddp" / "model")
+
+
+def test_a_failing_compiled_step_falls_back_to_eager_mode():
+    trainer = Trainer(TINY, FAST, toy_split(64, 0), None, task="toy", d=Dist(), device=torch.device("cpu"))
+
+    def broken(*args):
+        raise RuntimeError("the compiler exploded")
+
+    trainer.step_fn = broken
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        scalars = trainer.train_step()
+    assert np.isfinite(scalars["loss"]) and trainer.step_fn == trainer.model.step_embedded

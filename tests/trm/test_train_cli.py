@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,15 @@ def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "trm_edge", *train_args(data_dir, tmp_path / "ddp")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     state = json.loads((tmp_path / "ddp" / "state" / "trainer.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 3
     trm_edge.load_model(tmp_path / "ddp" / "model")

@@ -201,11 +201,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "sudoku-mini": Preset(
         "Small CPU Sudoku model (hidden 128, mlp_t) that trains on 2 cores in about an hour",
+        # puzzle_emb_len=1: the one 128-wide puzzle embedding needs one position; 82 instead of 97
+        # positions also halves the token-mixing MLP (inner 256, not 512): 37% fewer FLOPs per step.
         TRMConfig(**_SUDOKU, hidden_size=128, num_heads=2, mlp_t=True, pos_encodings="none",
-                  puzzle_emb_ndim=128, H_cycles=2, L_cycles=3),
-        TrainConfig(global_batch_size=96, lr=3e-4, lr_warmup_steps=100, weight_decay=0.1,
-                    puzzle_emb_weight_decay=0.1, ema_rate=0.995, train_steps=3000, eval_interval=250,
-                    checkpoint_interval=100),
+                  puzzle_emb_ndim=128, puzzle_emb_len=1, H_cycles=2, L_cycles=3),
+        TrainConfig(global_batch_size=96, lr=3e-4, lr_min_ratio=0.1, lr_warmup_steps=100, weight_decay=0.1,
+                    puzzle_emb_lr=3e-4, puzzle_emb_weight_decay=0.1, ema_rate=0.995, train_steps=3000,
+                    eval_interval=250, checkpoint_interval=100, eval_max_examples=500, log_interval=10),
     ),
 }
 

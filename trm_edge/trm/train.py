@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -197,7 +198,7 @@ class Trainer:
         if self.table is not None:
             rows = self.table.detach()[c["ids"]].clone().requires_grad_(True)  # [B, puzzle_emb_ndim]
         with self.autocast():
-            z_H, z_L, logits, q_halt = self.step_fn(c["inputs"], c["z_H"], c["z_L"], rows)
+            z_H, z_L, logits, q_halt = self._forward(c["inputs"], c["z_H"], c["z_L"], rows)
         out = act_loss(logits, q_halt, c["labels"])
         loss = float(out.loss.detach())
         if not math.isfinite(loss):
@@ -232,6 +233,18 @@ class Trainer:
             stats = torch.stack([done.sum(), (done & out.seq_is_correct).sum(), (c["steps"] * done).sum()]).tolist()
         return {"loss": loss, "lm_loss": float(out.lm_loss), "q_halt_loss": float(out.q_halt_loss), "lr": lr,
                 "fresh": fresh, "halted": stats[0], "halted_correct": stats[1], "halted_steps": stats[2]}
+
+    def _forward(self, *args: Any) -> tuple[torch.Tensor, ...]:
+        """The supervision step, compiled when asked; a compilation failure falls back to eager mode."""
+        if self.step_fn == self.model.step_embedded:
+            return self.step_fn(*args)
+        try:
+            return self.step_fn(*args)
+        except Exception as error:  # torch.compile raises many types; eager mode is always correct
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); training in eager "
+                          "mode", stacklevel=2)
+            self.step_fn = self.model.step_embedded
+            return self.step_fn(*args)
 
     def _sync_gradients(self, rows: torch.Tensor | None) -> None:
         """Average dense gradients over ranks (one flat all-reduce); gather the puzzle-row gradients."""
