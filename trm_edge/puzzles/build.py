@@ -79,7 +79,9 @@ def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None 
                 for name, n in (("test", test), ("train", train))}
         _redraw_duplicates(sets, lambda split, i, salt: generator.draw(seed, split, i, salt))
     splits = {name: _augmented_split(task, *sets[name], aug=aug if name == "train" else 0, seed=seed)
-              for name in ("train", "test")}
+              for name in ("train", "test") if len(sets[name][0])}  # e.g. --train 0: a test set only
+    if not splits:
+        raise DatasetError("both splits are empty: ask for --train and/or --test puzzles")
     recipe = make_recipe(task, recipe_options, train=len(sets["train"][0]), test=len(sets["test"][0]), aug=aug,
                          seed=seed, source=sources or None, stats=_stats(task, sets))
     write_dataset(directory, splits, [BLANK_IDENTIFIER], recipe=recipe, force=force)
@@ -255,6 +257,8 @@ def _stats(task: str, sets: dict[str, Sets]) -> dict[str, Any]:
     """Difficulty summary per split, recorded in the recipe (and so in checkpoints)."""
     stats = {}
     for split, (puzzles, _, scores) in sets.items():
+        if not len(puzzles):
+            continue
         entry = {"puzzles": len(puzzles)}
         if task == "sudoku":
             entry["rating"] = _summary(scores)
