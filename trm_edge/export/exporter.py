@@ -6,6 +6,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from trm_edge.export import passes
 from trm_edge.export.graphs import build_graph
 from trm_edge.export.puzzles import PuzzleTable, select_puzzles
 from trm_edge.export.samples import puzzle_tokens
+from trm_edge.export.tolerances import tolerance_for
 from trm_edge.export.validate import (
     check_lines,
     raise_for_failures_all,
@@ -118,9 +120,10 @@ def export_bundle(
         manifest = _manifest(model, profile, task, graphs, reports, golden_steps, table, started)
         if table is not None:
             table.write(tmp / B.PUZZLE_EMB_FILE, tmp / B.IDENTIFIERS_FILE)
-        np.savez_compressed(tmp / B.GOLDEN_FILE, **golden)
+        np.savez(tmp / B.GOLDEN_FILE, **golden)  # stored, not deflated: simple for C++/Rust npz readers
         manifest["golden"] = {"file": B.GOLDEN_FILE, "graph": "step", "keys": sorted(golden),
                               "steps": golden_steps, "puzzles": len(tokens),
+                              "tolerance": asdict(tolerance_for("fp32")),
                               "note": "case i: feed inputs[i], z_H[i], z_L[i](, puzzle_embedding[i]) to the "
                                       "step graph and expect z_H_next[i], z_L_next[i], logits[i], "
                                       "q_halt_logits[i] (step[i] = supervision step, 1-based)"}
