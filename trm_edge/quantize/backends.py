@@ -1,0 +1,114 @@
+"""INT8 backends on the bundle's ONNX step graph: onnxruntime.quantization (``ort``) and NNCF (``nncf``).
+
+Both take the prepared float graph, the target's :class:`Int8Spec`, the calibration (ranges for ``ort``, the
+recursion-aware feeds for ``nncf``, which computes its own statistics from them) and the nodes to keep float,
+and return a Q/DQ graph in which only the weight GEMMs' inputs are quantized.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from trm_edge.errors import QuantizationError, RuntimeUnavailableError
+from trm_edge.quantize.formats import Backend, Int8Spec, Method
+from trm_edge.quantize.graph import float_for_float_consumers, quantizable_nodes, retype_activations
+
+
+def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend, method: Method,
+                  ranges: dict[str, tuple[float, float]] | None = None, reader: Any = None,
+                  exclude: list[str] | tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The quantized graph and what was done (tool, settings, nodes quantized/kept float)."""
+    excluded = set(exclude)
+    if backend is Backend.ORT:
+        if ranges is None:
+            raise QuantizationError("the ort backend needs calibration ranges")
+        model = _ort(prepared, spec, ranges, sorted(excluded))
+        tool = _version("onnxruntime")
+    else:
+        if reader is None:
+            raise QuantizationError("the nncf backend needs the calibration feeds")
+        model, tool = _nncf(prepared, spec, reader, method, sorted(excluded))
+    targets = [n.name for n in quantizable_nodes(prepared, spec.quantize_ops)]
+    quantized = {n for n in targets if n not in excluded}
+    rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
+    info = {"backend": backend.value, "tool": tool, "quantized_nodes": len(quantized),
+            "float_nodes": sorted(excluded & set(targets)), "float_consumers_rewired": rewired}
+    return model, info
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{package} {version(package)}"
+    except PackageNotFoundError:
+        return package
+
+
+def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[float, float]],
+         exclude: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationMethod, quantize_static, save_tensors_data
+
+    from trm_edge.quantize.calibration import tensors_data
+
+    args = spec.ort_arguments()
+    with tempfile.TemporaryDirectory(prefix="trm-edge-quant-") as tmp:
+        src, dst, cache = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
+        onnx.save(prepared, str(src))
+        save_tensors_data(tensors_data(ranges, CalibrationMethod.MinMax), cache)
+        try:
+            quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude), **args)
+        except (ValueError, RuntimeError, KeyError, onnx.checker.ValidationError) as error:
+            raise QuantizationError(f"onnxruntime quantization failed: {' '.join(str(error).split())[:300]}") \
+                from None
+        return onnx.load(str(dst))
+
+
+def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method,
+          exclude: list[str]) -> tuple[onnx.ModelProto, str]:
+    try:
+        import nncf
+        from nncf.common.quantization.structs import QuantizationScheme
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            OverflowFix,
+            QuantizationParameters,
+        )
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    except ImportError:
+        raise RuntimeUnavailableError("the nncf backend needs NNCF: pip install 'trm-edge[nncf]' "
+                                      "(or use --backend ort)") from None
+    if spec.format != "qdq":
+        raise QuantizationError(f"the nncf backend writes Q/DQ graphs; target {spec.target!r} wants {spec.format!r}")
+    estimator = {Method.MINMAX: RangeEstimatorParametersSet.MINMAX,
+                 Method.PERCENTILE: RangeEstimatorParametersSet.MEAN_QUANTILE,
+                 Method.ENTROPY: RangeEstimatorParametersSet.HISTOGRAM}[method]
+    symmetric, asymmetric = QuantizationScheme.SYMMETRIC, QuantizationScheme.ASYMMETRIC
+    params = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if spec.reduce_range else OverflowFix.DISABLE,
+        disable_bias_correction=True,  # the GEMMs have no bias, and step-k feeds are not i.i.d. samples
+        activations_quantization_params=QuantizationParameters(
+            mode=symmetric if spec.symmetric_activations else asymmetric),
+        weights_quantization_params=QuantizationParameters(
+            mode=symmetric if spec.symmetric_weights else asymmetric, per_channel=spec.per_channel),
+        activations_range_estimator_params=estimator,
+    )
+    quantize_types = set(spec.quantize_ops)
+    other_types = sorted({n.op_type for n in prepared.graph.node} - quantize_types)
+    items = list(reader)
+    scope = nncf.IgnoredScope(names=list(exclude), types=other_types, validate=False)
+    try:
+        model = nncf.quantize(prepared, nncf.Dataset(items), subset_size=len(items),
+                              preset=nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations
+                              else nncf.QuantizationPreset.MIXED,
+                              ignored_scope=scope, advanced_parameters=params)
+    except Exception as error:  # NNCF raises many internal types; report it as one line
+        raise QuantizationError(f"NNCF quantization failed: {type(error).__name__}: "
+                                f"{' '.join(str(error).split())[:300]}") from None
+    retype_activations(model, spec.activations)  # NNCF stores activations as int8; shifting to u8 is exact
+    return model, _version("nncf")
