@@ -213,3 +213,10 @@ def test_interrupted_or_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(ValidationError, match="z_H_next"):
         export_bundle(broken, tmp_path / "b", target="cpu", task="maze", validation_steps=1)
     assert list(tmp_path.iterdir()) == []  # no bundle, no temporary directory
+
+
+def test_every_tiny_variant_is_exported():
+    """Registry guard: each tiny config has a task here, so the parametrised tests above export it."""
+    from tests.export.conftest import TASKS
+
+    assert set(TASKS) == set(TINY_CONFIGS)

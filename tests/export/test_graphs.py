@@ -129,3 +129,20 @@ def test_external_data_for_large_graphs(bundle_dir, tmp_path):
     z = np.zeros((1, 36, 32), np.float32)
     out = ort_session(files[0]).run(None, {"inputs": _tokens("learned", 1), "z_H": z, "z_L": z})
     assert np.isfinite(out[2]).all()
+
+
+@pytest.mark.slow
+def test_clean_up_without_onnxslim_still_stores_weights_once(tmp_path):
+    """onnxslim is optional: onnx's own passes keep the graph correct, TensorRT-parsable and deduplicated."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.modules['onnxslim'] = None\n"
+            "from tests.export.conftest import make_model\n"
+            "from trm_edge.export.exporter import export_bundle\n"
+            f"export_bundle(make_model('rope'), {str(tmp_path / 'b')!r}, target='jetson', task='sudoku')\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    manifest = load_bundle(tmp_path / "b").manifest
+    assert manifest["graphs"]["step"]["cleanup"]["tool"] == "onnx"
+    assert passes.check_weights_once(onnx.load(str(tmp_path / "b" / "step.onnx"))) == []

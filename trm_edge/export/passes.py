@@ -78,6 +78,26 @@ def bypass_initializer_identities(model: onnx.ModelProto) -> int:
     return len(rename)
 
 
+def constants_to_initializers(model: onnx.ModelProto, *, min_bytes: int = DUPLICATE_MIN_BYTES) -> int:
+    """Turn large ``Constant`` nodes (tensor values) into initializers, so that equal ones can be merged;
+    returns how many were converted."""
+    graph = model.graph
+    kept, converted = [], 0
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and len(node.attribute) == 1 and numpy_helper.to_array(value).nbytes >= min_bytes:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            converted += 1
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return converted
+
+
 def dedupe_initializers(model: onnx.ModelProto) -> int:
     """Merge initializers with equal dtype, shape and bytes into one; returns how many were dropped."""
     graph = model.graph
@@ -152,6 +172,7 @@ class CleanupReport:
 def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, CleanupReport]:
     before = graph_stats(model)
     bypassed = bypass_initializer_identities(model)
+    constants_to_initializers(model)  # per-call-site copies of buffers (RoPE tables) become mergeable
     merged = dedupe_initializers(model)
     model = simplify(model)
     merged += dedupe_initializers(model)  # folding can recreate equal tensors (e.g. RoPE tables per call site)
