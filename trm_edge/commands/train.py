@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -24,13 +25,19 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads per process (default: the cores shared "
+                                "among local ranks, or OMP_NUM_THREADS)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final evaluation as one JSON object."),
 ) -> None:
     """Train a TRM with the paper's recipe (deep supervision, ACT carry, AdamATan2, EMA); DDP under torchrun."""
+    # Idle OpenMP threads sleep instead of spinning: on a busy machine, spinning threads that wait for a
+    # descheduled sibling made a 2-thread training step 2x slower than 1 thread (read before torch loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from trm_edge.trm.train import MODEL_DIR, train_from_directory
 
     result = train_from_directory(preset=preset, data=data, output=output, overrides=list(overrides or []),
-                                  train_steps=train_steps, resume=resume, force=force, progress=not no_progress)
+                                  train_steps=train_steps, resume=resume, force=force, progress=not no_progress,
+                                  threads=threads)
     import torch.distributed as dist
 
     if dist.is_initialized():

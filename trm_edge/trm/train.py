@@ -88,8 +88,13 @@ def default_device(d: Dist) -> torch.device:
     return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def set_cpu_threads(d: Dist) -> None:
-    """Share the CPU cores among the local ranks unless the user pinned OMP_NUM_THREADS."""
+def set_cpu_threads(d: Dist, threads: int | None = None) -> None:
+    """``threads`` per process, else share the CPU cores among the local ranks unless OMP_NUM_THREADS is set."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads={threads} must be at least 1")
+        torch.set_num_threads(threads)
+        return
     if "OMP_NUM_THREADS" in os.environ:
         return
     try:
@@ -459,6 +464,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
           run_dir: str | os.PathLike, *, task: str = "sudoku", preset: str | None = None,
           data_recipe: dict[str, Any] | None = None, data_dir: str | None = None, resume: bool = False,
           force: bool = False, progress: bool = True, device: torch.device | str | None = None,
+          threads: int | None = None,
           on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model_config`` on ``train_split`` into ``run_dir`` (see the module docstring for the layout).
 
@@ -486,7 +492,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                                     "replace it")
     device = torch.device(device) if device is not None else default_device(d)
     if device.type == "cpu":
-        set_cpu_threads(d)
+        set_cpu_threads(d, threads)
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -509,6 +515,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     window: dict[str, float] = {}
     window_start = time.perf_counter()
     started = time.perf_counter() - trainer.elapsed
+    session_start = time.perf_counter()
     bar = _progress_bar(enabled=progress and d.is_main)
     task_id = bar.add_task("training", total=tc.train_steps, completed=trainer.step, status="")
 
@@ -549,6 +556,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                 bar.update(task_id, status=f"loss {record['loss']:.3f} exact {record['train_exact_accuracy']:.2f} "
                                            f"{record['steps_per_s']:.2f} it/s")
                 window, window_start = {}, time.perf_counter()
+            pause = time.perf_counter()  # evaluation and checkpoints do not count in steps_per_s
             if test_split is not None and (step % tc.eval_interval == 0 or step == tc.train_steps):
                 last_eval = {"kind": "eval", "step": step, **trainer.evaluate()}
                 if d.is_main:
@@ -560,6 +568,13 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                                       f"{last_eval['halt_mean_steps']:.1f} steps")
             if step % tc.checkpoint_interval == 0 or step == tc.train_steps:
                 checkpoint()
+                if d.is_main and progress and not bar.console.is_terminal and result.train_history:
+                    last = result.train_history[-1]  # no live bar in a log file: one line per checkpoint
+                    rate = (step - first_step) / max(time.perf_counter() - session_start, 1e-9)
+                    bar.console.print(f"step {step}/{tc.train_steps} loss {last['loss']:.4f} train exact "
+                                      f"{last['train_exact_accuracy']:.3f} {last['steps_per_s']:.2f} steps/s, "
+                                      f"ETA {(tc.train_steps - step) / max(rate, 1e-9) / 60:.0f} min")
+            window_start += time.perf_counter() - pause
             bar.update(task_id, completed=step)
     if trainer.step == first_step:  # nothing to do (a resume of a finished run): make sure model/ is there
         checkpoint()
@@ -638,7 +653,7 @@ def resolve_configs(preset_name: str, overrides: list[str], data_metadata: Any,
 
 def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | os.PathLike,
                          overrides: list[str] | None = None, train_steps: int | None = None, resume: bool = False,
-                         force: bool = False, progress: bool = True) -> TrainResult:
+                         force: bool = False, progress: bool = True, threads: int | None = None) -> TrainResult:
     """What ``trm-edge train`` does: read the dataset directory, resolve the configs, train."""
     try:
         from trm_edge.puzzles.dataset import read_recipe, read_split
@@ -651,4 +666,5 @@ def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | 
     test_split = read_split(data, "test") if (data / "test").exists() else None
     model_config, train_config, task = resolve_configs(preset, overrides or [], train_split.metadata, train_steps)
     return train(model_config, train_config, train_split, test_split, output, task=task, preset=preset,
-                 data_recipe=read_recipe(data), data_dir=str(data), resume=resume, force=force, progress=progress)
+                 data_recipe=read_recipe(data), data_dir=str(data), resume=resume, force=force, progress=progress,
+                 threads=threads)
