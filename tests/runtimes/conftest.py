@@ -49,13 +49,36 @@ def bundles(tmp_path_factory):
     def get(name: str, *, batch: int | None = None):
         key = f"{name}-b{batch}" if batch else name
         if key not in cache:
+            if batch:  # a static batch: the same graph with its batch axis fixed (cheaper than re-exporting)
+                model, dynamic = get(name)
+                cache[key] = (model, static_batch_copy(dynamic, root / key, batch))
+                return cache[key]
             model = halting_model(Factory(), name)
-            task = "sudoku" if TINY_CONFIGS[name].seq_len == 81 and TINY_CONFIGS[name].vocab_size == 11 else None
-            path = export_bundle(model, root / key, target="cpu", task=task, batch=batch, validation_steps=1)
+            cfg = TINY_CONFIGS[name]
+            task = "sudoku" if cfg.seq_len == 81 and cfg.vocab_size == 11 else None
+            path = export_bundle(model, root / key, target="cpu", task=task, validation_steps=1,
+                                 validation_inputs=random_tokens(cfg, 1, seed=5))
             cache[key] = (model, path)
         return cache[key]
 
     return get
+
+
+def static_batch_copy(bundle, output, batch: int):
+    """Copy a bundle, fixing the batch axis of its step graph's inputs and outputs to ``batch``."""
+    import shutil
+
+    import onnx
+
+    from trm_edge.export.bundle import load_bundle
+
+    shutil.copytree(bundle, output)
+    graph = onnx.load(str(output / "step.onnx"))
+    for value in [*graph.graph.input, *graph.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(graph, str(output / "step.onnx"))
+    load_bundle(output, verify=False).write_manifest_update({"graphs": {"step": {"batch": batch}}})
+    return output
 
 
 def random_tokens(config, n: int, seed: int = 0) -> np.ndarray:

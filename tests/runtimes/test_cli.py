@@ -130,7 +130,7 @@ def test_verify_passes_on_the_golden_io(bundles):
     _, bundle = bundles("many-puzzles")
     result = run("verify", str(bundle), "--json")
     report = json.loads(result.stdout)
-    assert report["ok"] and report["checksums"] == "ok" and report["cases"] >= 2
+    assert report["ok"] and report["checksums"] == "ok" and report["cases"] >= 1
     assert {c["output"] for c in report["checks"]} == {"z_H_next", "z_L_next", "logits", "q_halt_logits"}
     assert "PASS on onnxruntime" in run("verify", str(bundle)).output
 

@@ -53,7 +53,7 @@ def test_importing_the_runtimes_pulls_in_no_backend():
     assert out.stdout.strip() == "[]"
 
 
-def test_defaults_per_source(bundles, tmp_path):
+def test_defaults_per_source(bundles, tmp_path, monkeypatch):
     from trm_edge.trm.checkpoint import save_checkpoint
 
     model, bundle = bundles("mlp")
@@ -63,9 +63,22 @@ def test_defaults_per_source(bundles, tmp_path):
     assert default_runtime(open_source(checkpoint)) == "torch"
     with pytest.raises(RuntimeUnavailableError, match="runs checkpoints, not the bundle"):
         open_runtime(bundle, "torch")
-    # A checkpoint on a bundle runtime is exported to a temporary bundle first (host side).
+    # A checkpoint on a bundle runtime is exported to a temporary CPU bundle first (host side).
+    import shutil
+
+    import trm_edge.export
+
+    calls = []
+
+    def export_bundle(model, output, *, target, task):  # stands in for the export tested in tests/export
+        calls.append((target, task, model.config == source.config))
+        shutil.copytree(bundle, output)
+        return output
+
+    monkeypatch.setattr(trm_edge.export, "export_bundle", export_bundle, raising=False)
     runtime = open_runtime(checkpoint, "onnxruntime")
     assert runtime.source.kind == "bundle" and runtime.name == "onnxruntime"
+    assert calls == [("cpu", "sudoku", True)]
 
 
 def test_jetson_bundle_falls_back_to_onnxruntime_without_an_engine(bundles, monkeypatch):
