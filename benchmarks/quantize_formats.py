@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--profile", default="", help="print per-op-type kernel times of this variant and exit")
     ap.add_argument("--json", default="", help="also write the table as JSON here")
+    ap.add_argument("--build-only", action="store_true", help="write the variants' graphs, time nothing")
     args = ap.parse_args()
 
     import onnx
@@ -156,6 +157,7 @@ def main() -> None:
 
     def static(name: str, src: Callable[[], Path], *, fmt=QuantFormat.QDQ, act=QuantType.QUInt8,
                weight=QuantType.QInt8, symmetric=False, out_q=False, per_channel=True) -> Callable[[], Path]:
+        """onnxruntime's quantize_static as is (its Q/DQ placement: every consumer reads the dequantized tensor)."""
         def build() -> Path:
             out = work / f"{tag}_{name}.onnx"
             if not out.exists():
@@ -169,6 +171,36 @@ def main() -> None:
             return out
         return build
 
+    def ours(name: str, src: Callable[[], Path], target: str, backend: str = "ort") -> Callable[[], Path]:
+        """trm_edge.quantize: the target profile's format, recursion-aware ranges, GEMM inputs only quantized."""
+        def build() -> Path:
+            out = work / f"{tag}_{name}.onnx"
+            if not out.exists():
+                from trm_edge.quantize.backends import quantize_int8
+                from trm_edge.quantize.calibration import StateReader, Trajectories, quantized_inputs, record
+                from trm_edge.quantize.formats import Backend, Int8Spec, Method
+                from trm_edge.runtimes.evaluate import Examples
+                from trm_edge.targets import get_target
+
+                class Source:  # what record() needs of a bundle
+                    def __init__(self):
+                        self.config = config
+
+                    def initial_states(self, n):
+                        return tuple(t.numpy() for t in model.initial_state(n))
+
+                spec = Int8Spec.from_target(get_target(target))
+                prepared = onnx.load(str(src()))
+                tensors = quantized_inputs(prepared, spec.quantize_ops)
+                traj, ranges = record(prepared, Source(), Examples(calib_inputs), tensors=tensors, max_steps=4,
+                                      batch_size=8)
+                q, _ = quantize_int8(prepared, spec, backend=Backend(backend), method=Method.MINMAX,
+                                     ranges=ranges.merged(), reader=StateReader(traj))
+                assert isinstance(traj, Trajectories)
+                onnx.save(q, str(out))
+            return out
+        return build
+
     def dynamic(name: str, src: Callable[[], Path]) -> Callable[[], Path]:
         def build() -> Path:
             out = work / f"{tag}_{name}.onnx"
@@ -179,6 +211,7 @@ def main() -> None:
         return build
 
     def nncf_default(name: str, src: Callable[[], Path]) -> Callable[[], Path]:
+        """NNCF out of the box (default preset, every op type it quantizes)."""
         def build() -> Path:
             out = work / f"{tag}_{name}.onnx"
             if not out.exists():
@@ -195,28 +228,26 @@ def main() -> None:
              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
     raw = lambda: fp32  # noqa: E731  (the exporter's output as is: weights shared through Identity nodes)
-    # name -> (graph builder or None for torch, optimisation level, threads, weight-bytes note)
+    t = args.threads
+    # name -> (graph builder, None for torch; onnxruntime graph optimisation level; intra-op threads)
     variants: dict[str, tuple[Callable[[], Path] | None, str, int]] = {
-        "torch": (None, "-", args.threads),
-        "ort-fp32-raw": (raw, "all", args.threads),
-        "ort-fp32": (clean, "all", args.threads),
-        "ort-fp32-basic": (clean, "basic", args.threads),
-        "ort-fp32-split": (split, "all", args.threads),
-        "qdq-u8s8-raw": (static("qdq_u8s8_raw", raw), "all", args.threads),
-        "qdq-u8s8": (static("qdq_u8s8", clean), "all", args.threads),
-        "qdq-u8s8-outq": (static("qdq_u8s8_outq", clean, out_q=True), "all", args.threads),
-        "qdq-u8s8-split": (static("qdq_u8s8_split", split), "all", args.threads),
-        "qdq-u8s8-split-ext": (static("qdq_u8s8_split", split), "extended", args.threads),
-        "qdq-u8s8-split-basic": (static("qdq_u8s8_split", split), "basic", args.threads),
-        "qdq-u8s8-split-1thr": (static("qdq_u8s8_split", split), "all", 1),
-        "qdq-u8s8-split-pt": (static("qdq_u8s8_split_pt", split, per_channel=False), "all", args.threads),
-        "qdq-s8s8-sym-split": (static("qdq_s8s8_split", split, act=QuantType.QInt8, symmetric=True),
-                               "all", args.threads),
-        "qop-u8s8-split": (static("qop_u8s8_split", split, fmt=QuantFormat.QOperator, out_q=True),
-                           "all", args.threads),
-        "dynamic-split": (dynamic("dyn_split", split), "all", args.threads),
-        "nncf-default": (nncf_default("nncf_default", clean), "all", args.threads),
-        "nncf-default-split": (nncf_default("nncf_default_split", split), "all", args.threads),
+        "torch": (None, "-", t),
+        "ort-fp32": (clean, "all", t),
+        "ort-fp32-basic": (clean, "basic", t),
+        "ort-fp32-split": (split, "all", t),
+        "qdq-u8s8-raw": (static("qdq_u8s8_raw", raw), "all", t),
+        "qdq-u8s8-ortdefault": (static("qdq_u8s8_outq", clean, out_q=True), "all", t),
+        "qdq-u8s8-nooutq": (static("qdq_u8s8_noout", clean), "all", t),
+        "qdq-u8s8": (ours("x86_nosplit", clean, "x86-avx512"), "all", t),
+        "qdq-u8s8-split": (ours("x86", split, "x86-avx512"), "all", t),
+        "qdq-u8s8-split-ext": (ours("x86", split, "x86-avx512"), "extended", t),
+        "qdq-u8s8-split-basic": (ours("x86", split, "x86-avx512"), "basic", t),
+        "qdq-u8s8-split-1thr": (ours("x86", split, "x86-avx512"), "all", 1),
+        "qdq-s8s8-sym-split": (ours("jetson", split, "jetson-orin-nano"), "all", t),
+        "nncf-u8s8-split": (ours("x86_nncf", split, "x86-avx512", backend="nncf"), "all", t),
+        "qop-u8s8-split": (static("qop_u8s8_split", split, fmt=QuantFormat.QOperator, out_q=True), "all", t),
+        "dynamic-split": (dynamic("dyn_split", split), "all", t),
+        "nncf-default": (nncf_default("nncf_default", clean), "all", t),
     }
     if args.list:
         print("\n".join(variants))
@@ -250,6 +281,9 @@ def main() -> None:
             info[name] = {"bytes": sum(p.numel() * 4 for p in model.parameters()), "kernels": "torch"}
             continue
         path = build()
+        if args.build_only:
+            print(f"{name}: {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+            continue
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -286,6 +320,8 @@ def main() -> None:
             for op, us in per_op.most_common():
                 print(f"  {op:28s} {us / total:6.1%}")
             return
+    if args.build_only:
+        return
     if "torch" in runners:
         runners["torch"]()  # warm-up
 

@@ -1,9 +1,110 @@
-"""CLI commands: quantize (filled in by its issue)."""
+"""CLI command: quantize (fp32 bundle -> INT8 or FP16 bundle, with a parity report)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from trm_edge.commands.output import console, err_console, print_json
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
+    app.command()(quantize)
+
+
+def quantize(
+    bundle: Path = typer.Argument(..., help="An fp32 bundle (from trm-edge export)."),
+    int8: bool = typer.Option(False, "--int8", help="INT8 in the target profile's format, calibrated on puzzles."),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 (GPU targets), float32 I/O and norms."),
+    output: Path = typer.Option(..., "-o", "--output", help="The quantized bundle directory to write."),
+    calib: Path = typer.Option(None, "--calib", help="Calibration dataset directory (official layout: train split "
+                                                     "calibrates and validates, test split is held out)."),
+    calib_task: str = typer.Option(None, "--calib-task", help="Draw calibration puzzles with this task's generator "
+                                                              "(sudoku, maze)."),
+    calib_n: int = typer.Option(64, "--calib-n", help="Calibration puzzles; every supervision step of each is used."),
+    val_n: int = typer.Option(None, "--val-n", help="Validation puzzles for --max-drop (default 200 with it)."),
+    eval_n: int = typer.Option(128, "--eval-n", help="Held-out puzzles for the parity report (0: sizes and "
+                                                     "throughput only)."),
+    backend: str = typer.Option("ort", "--backend", help="ort (onnxruntime.quantization) or nncf."),
+    method: str = typer.Option("minmax", "--method", help="Activation ranges: minmax, entropy or percentile."),
+    max_drop: float = typer.Option(None, "--max-drop", help="Keep the most sensitive weight groups float until at "
+                                                            "most this many exact-accuracy points are lost."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Keep float: a node name, op type, weight group or "
+                                                              "glob (repeatable)."),
+    calib_halt: bool = typer.Option(False, "--calib-halt", help="Stop each calibration trajectory at its halting "
+                                                                "step (default: all steps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for generated calibration puzzles."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the parity report (accuracy, throughput)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Quantize a bundle: INT8 calibrated on the states of real recursion trajectories, or FP16; writes a new
+    bundle with its parity report (parity.json, parity.png)."""
+    from trm_edge.errors import QuantizationError
+
+    if int8 == fp16:
+        raise QuantizationError("choose one precision: --int8 or --fp16")
+    if calib is not None and calib_task is not None:
+        raise QuantizationError("give --calib DIR or --calib-task TASK, not both")
+    if int8 and calib is None and calib_task is None:
+        raise QuantizationError("--int8 needs calibration puzzles: --calib DIR or --calib-task TASK [--calib-n N]")
+    from trm_edge.quantize.pipeline import QuantizeOptions, quantize_bundle
+
+    options = QuantizeOptions(
+        precision="int8" if int8 else "fp16", backend=backend, method=method,
+        calib_dir=None if calib is None else str(calib), calib_task=calib_task, calib_n=calib_n, val_n=val_n,
+        eval_n=eval_n, seed=seed, max_drop=max_drop, exclude=tuple(exclude or ()), calib_halt=calib_halt,
+        report=not no_report)
+    log_console = err_console if as_json else console
+    result = quantize_bundle(bundle, output, options, force=force,
+                             log=lambda line: log_console.print(line, markup=False, highlight=False))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _print_summary(result.quantization, result.report)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _print_summary(info: dict[str, Any], report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{info['precision']} {info['format'].get('label', '')}: fp32 vs quantized", show_lines=False)
+    table.add_column("metric")
+    table.add_column("fp32", justify="right")
+    table.add_column("quantized", justify="right")
+    sizes = info["sizes"]
+    table.add_row("step graph", f"{sizes['float_step_bytes'] / 1e6:.2f} MB",
+                  f"{sizes['step_bytes'] / 1e6:.2f} MB ({sizes['ratio']:.2f}x)")
+    parity = report.get("parity")
+    if parity:
+        acc = parity["accuracy"]
+        table.add_row(f"exact accuracy ({parity['puzzles']} held out)", _pct(acc["exact"]["float"]),
+                      _pct(acc["exact"]["quantized"]))
+        table.add_row("cell accuracy", _pct(acc["cell"]["float"]), _pct(acc["cell"]["quantized"]))
+        table.add_row("answer agreement", "", _pct(parity["answers"]["answer_agreement"]))
+        halting = parity["halting"]
+        table.add_row("mean steps (halting)", f"{halting['mean_steps']['float']:.2f}",
+                      f"{halting['mean_steps']['quantized']:.2f}")
+        table.add_row("halting-step agreement", "", _pct(halting["steps_agreement"]))
+        last = parity["per_step"][-1]
+        table.add_row(f"teacher-forced argmax agreement, step {last['step']}", "",
+                      _pct(last["argmax_agreement"]))
+    speed = report.get("throughput")
+    if speed:
+        table.add_row(f"puzzles/s ({speed['full_steps']} steps, batch {speed['batch']})",
+                      f"{speed['float']['puzzles_per_s']:.2f}",
+                      f"{speed['quantized']['puzzles_per_s']:.2f} ({speed['speedup']:.2f}x)")
+    console.print(table)
+    if info.get("float_groups"):
+        console.print(f"kept float: {', '.join(info['float_groups'])}")
+    control = info.get("accuracy_control")
+    if control:
+        console.print(f"accuracy control: drop {control['final_drop_points']:.2f} points "
+                      f"(allowed {control['max_drop_points']}) on {info['calibration']['validation_puzzles']} "
+                      "validation puzzles")

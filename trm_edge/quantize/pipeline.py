@@ -1,0 +1,389 @@
+"""bundle -> bundle: ``quantize_bundle`` is what ``trm-edge quantize`` runs.
+
+INT8: exact pre-passes -> puzzles -> float32 trajectories (states at every supervision step, per-step ranges
+in the same pass) -> ranges by method -> backend (ort | nncf) in the target profile's format -> accuracy control
+(``max_drop``) -> target checks -> the output bundle (step graph, calibration.json, golden outputs of the
+quantized graph, manifest) -> parity report (parity.json + parity.png). FP16: the same minus calibration.
+Everything is written in a temporary directory renamed at the end: an error leaves no output bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trm_edge.errors import OutputExistsError, QuantizationError, choices
+from trm_edge.quantize.formats import Backend, Int8Spec, Method, Precision, parse_enum
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Everything ``trm-edge quantize`` takes besides the bundle and the output path."""
+
+    precision: Precision = Precision.INT8
+    backend: Backend = Backend.ORT
+    method: Method = Method.MINMAX
+    calib_dir: str | None = None  # a dataset directory (train split: calibration + validation; test: held out)
+    calib_task: str | None = None  # or draw puzzles of this task with its generator
+    calib_n: int = 64  # calibration puzzles (x halt_max_steps states each)
+    val_n: int | None = None  # validation puzzles for --max-drop (default 200 with it, else 0)
+    eval_n: int = 128  # held-out puzzles for the parity report (0: sizes and throughput only)
+    seed: int = 0
+    max_drop: float | None = None  # exact-accuracy points
+    exclude: tuple[str, ...] = ()
+    calib_halt: bool = False  # stop a puzzle's trajectory at its halting step (default: every step)
+    calib_steps: int | None = None  # supervision steps recorded (default halt_max_steps)
+    batch_size: int = 16
+    bench_steps: int = 2  # timed steps per throughput run (puzzles/s is reported for all steps)
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "--backend"))
+        object.__setattr__(self, "method", parse_enum(Method, self.method, "--method"))
+        if self.max_drop is not None and self.max_drop < 0:
+            raise QuantizationError(f"--max-drop {self.max_drop} must be >= 0 (exact-accuracy points)")
+        for name in ("calib_n", "eval_n", "batch_size", "bench_steps"):
+            if getattr(self, name) < (0 if name == "eval_n" else 1):
+                raise QuantizationError(f"{name.replace('_', '-')} {getattr(self, name)} is out of range")
+
+    @property
+    def validation_puzzles(self) -> int:
+        return self.val_n if self.val_n is not None else (200 if self.max_drop is not None else 0)
+
+
+@dataclass
+class QuantizeResult:
+    output: Path
+    precision: str
+    quantization: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": str(self.output), "precision": self.precision, "quantization": self.quantization,
+                "report": self.report}
+
+
+def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOptions | None = None, *,
+                    force: bool = False, log: Callable[[str], None] | None = None) -> QuantizeResult:
+    """Quantize the fp32 bundle ``bundle`` into the new bundle ``output`` (see the module docstring)."""
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.targets import get_target
+
+    options = options or QuantizeOptions()
+    log = log or (lambda line: None)
+    started = time.perf_counter()
+    src = load_bundle(bundle)
+    if src.precision != "fp32" or src.manifest.get("quantization"):
+        raise QuantizationError(f"bundle {str(src.path)!r} is already quantized (precision {src.precision!r}); "
+                                "quantize the fp32 bundle it came from")
+    output = Path(output)
+    if output.exists() and not force:
+        raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
+    if output.resolve() == src.path.resolve():
+        raise QuantizationError("the output bundle must not replace the input bundle")
+    target = get_target(src.target)
+    with tempfile.TemporaryDirectory(prefix="trm-edge-quantize-") as work:
+        work_dir = Path(work)
+        if options.precision is Precision.INT8:
+            model, info, calibration = _int8(src, target, options, work_dir, log)
+        else:
+            model, info, calibration = _fp16(src, target, options, log)
+        _check(model, target, options.precision)
+        info["seconds"] = round(time.perf_counter() - started, 1)
+        return _write(src, model, info, calibration, output, options, force=force, log=log)
+
+
+# -- INT8 ----------------------------------------------------------------------------------------------------
+
+
+def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.ModelProto, dict, dict]:
+    from trm_edge.quantize import accuracy as ac
+    from trm_edge.quantize.backends import quantize_int8
+    from trm_edge.quantize.calibration import StateReader, histogram_ranges, load_calibration, quantized_inputs, record
+    from trm_edge.quantize.evaluate import StateProbe, exact_accuracy, open_runtime
+    from trm_edge.quantize.graph import node_groups, prepare, resolve_excludes
+
+    spec = Int8Spec.from_target(target)
+    if options.backend is Backend.NNCF and options.method is Method.ENTROPY:
+        raise QuantizationError("--method entropy is onnxruntime's (--backend ort); NNCF offers minmax and "
+                                "percentile")
+    prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
+    excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
+    data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
+                            val_n=options.validation_puzzles, eval_n=options.eval_n if options.report else 0,
+                            seed=options.seed)
+    if options.max_drop is not None:
+        resolution = 100.0 / len(data.validation)
+        if resolution > max(options.max_drop, 1e-9):
+            need = int(np.ceil(100.0 / max(options.max_drop, 1e-9)))
+            raise QuantizationError(f"{len(data.validation)} validation puzzles resolve {resolution:.2f} points; "
+                                    f"--max-drop {options.max_drop} needs at least {need} (--val-n)")
+    tensors = quantized_inputs(prepared, spec.quantize_ops)
+    steps = options.calib_steps or src.config.halt_max_steps
+    log(f"calibration: {len(data.calibration)} puzzles x {steps} supervision steps of float32 trajectories "
+        f"({'with' if options.calib_halt else 'without'} halting), {len(tensors)} activation tensors")
+    trajectories, step_ranges = record(prepared, src, data.calibration, tensors=tensors, max_steps=steps,
+                                       halt=options.calib_halt, batch_size=options.batch_size)
+    reader = StateReader(trajectories, batch_size=options.batch_size)
+    ranges = step_ranges.merged()
+    if options.backend is Backend.ORT and options.method is not Method.MINMAX:
+        log(f"{options.method.value} ranges from onnxruntime's histogram calibrator")
+        onnx.save(prepared, str(work / "prepared.onnx"))
+        ranges = histogram_ranges(work / "prepared.onnx", reader, options.method.value, tensors, workdir=work)
+
+    last: dict[str, Any] = {}
+
+    def build(nodes: list[str]) -> onnx.ModelProto:
+        model, last["info"] = quantize_int8(prepared, spec, backend=options.backend, method=options.method,
+                                            ranges=ranges, reader=reader, exclude=nodes)
+        last["excluded"] = list(nodes)
+        return model
+
+    log(f"quantizing with {options.backend.value} as {spec.label} ({target.name})")
+    control_info = None
+    if options.max_drop is None:
+        model = build(excluded)
+    else:
+        float_rt = open_runtime(src)
+        validation = data.validation
+        val_traj, _ = record(prepared, src, validation, max_steps=steps, batch_size=options.batch_size)
+        probe = StateProbe(val_traj, float_rt)
+        float_acc, _ = exact_accuracy(float_rt, validation, halt=False, batch_size=options.batch_size)
+        counter = iter(range(10**6))
+
+        def save(model: onnx.ModelProto) -> Path:
+            path = work / f"candidate-{next(counter)}.onnx"
+            onnx.save(model, str(path))
+            return path
+
+        def exact(model: onnx.ModelProto) -> float:
+            with open_runtime(src, save(model), precision="int8") as rt:
+                return exact_accuracy(rt, validation, halt=False, batch_size=options.batch_size)[0]
+
+        def score(model: onnx.ModelProto) -> dict[str, float]:
+            with open_runtime(src, save(model), precision="int8") as rt:
+                return probe.disagreement(rt)
+
+        groups = node_groups(prepared, spec.quantize_ops)
+        model, control_info = ac.control(groups=groups, build=build, exact=exact, score=score,
+                                         float_accuracy=float_acc, max_drop=options.max_drop,
+                                         base_excluded=excluded, log=log)
+    excluded, backend_info = last["excluded"], last["info"]  # the chosen candidate is the last one built
+    groups = node_groups(prepared, spec.quantize_ops)
+    float_groups = [g.name for g in groups if set(g.nodes) <= set(excluded)]
+    info = {
+        "precision": "int8",
+        "format": spec.to_dict(),
+        "backend": backend_info,
+        "method": options.method.value,
+        "graph_passes": passes,
+        "calibration": {**data.recipe, "steps": trajectories.steps, "states": trajectories.states,
+                        "halt": options.calib_halt, "tensors": len(tensors), "file": CALIBRATION_FILE,
+                        "reader": "float32 trajectories of the float bundle's step graph, every supervision step"},
+        "excluded_nodes": excluded,
+        "float_groups": float_groups,
+        "exclude_reasons": {**dict.fromkeys(options.exclude, "--exclude"),
+                            **(dict.fromkeys(control_info.float_groups, "accuracy control (--max-drop)")
+                               if control_info else {})},
+        "accuracy_control": control_info.to_dict() if control_info else None,
+    }
+    calibration = {
+        "method": options.method.value,
+        "ranges": {t: list(r) for t, r in ranges.items()},
+        "per_step": step_ranges.to_dict(),
+        "coverage_by_step": step_ranges.coverage(ranges),
+        "coverage_if_step1_only": step_ranges.coverage(step_ranges.merged([1])),
+    }
+    return model, info, {"calibration": calibration, "data": data}
+
+
+# -- FP16 ----------------------------------------------------------------------------------------------------
+
+
+def _fp16(src, target, options: QuantizeOptions, log) -> tuple[onnx.ModelProto, dict, dict]:
+    from trm_edge.quantize.fp16 import to_fp16
+    from trm_edge.quantize.graph import prepare
+
+    if "fp16" not in target.precisions:
+        raise QuantizationError(f"target {target.name!r} cannot run fp16 (its precisions: "
+                                f"{choices(target.precisions)}); fp16 is for GPU targets")
+    if options.max_drop is not None or options.exclude:
+        raise QuantizationError("--max-drop and --exclude apply to --int8")
+    prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
+    log("converting to float16 (float32 I/O and RMSNorm)")
+    model, fp16_info = to_fp16(prepared)
+    data = None
+    if options.report and options.eval_n and (options.calib_dir or options.calib_task):
+        from trm_edge.quantize.calibration import load_calibration
+
+        data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
+                                eval_n=options.eval_n, seed=options.seed)
+    info = {"precision": "fp16", "format": {"label": "fp16", **fp16_info}, "backend": fp16_info,
+            "graph_passes": passes, "calibration": None, "excluded_nodes": [], "float_groups": []}
+    return model, info, {"calibration": None, "data": data}
+
+
+# -- checks, writing, report ------------------------------------------------------------------------------
+
+
+def _check(model: onnx.ModelProto, target, precision: Precision) -> None:
+    from trm_edge.export.passes import check_target, check_weights_once
+
+    problems = check_target(model, target)
+    problems += [f"weight stored twice: {p}" for p in check_weights_once(model)]
+    if problems:
+        raise QuantizationError(f"the {precision.value} graph does not fit target {target.name!r}: "
+                                + "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5
+                                                             else ""))
+
+
+def _write(src, model: onnx.ModelProto, info: dict, extra: dict, output: Path, options: QuantizeOptions, *,
+           force: bool, log) -> QuantizeResult:
+    from trm_edge.export import bundle as B
+    from trm_edge.export.passes import save_model
+    from trm_edge.io import atomic_directory
+
+    precision = info["precision"]
+    manifest = copy.deepcopy(src.manifest)
+    step_rel = src.graphs["step"]["file"]
+    skip = {step_rel, *(f for f in src.manifest["files"] if f.startswith(step_rel + "."))}
+    dropped = [k for k in src.graphs if k != "step"]
+    for kind in dropped:  # only the step graph is quantized; an unrolled float graph would contradict precision
+        skip.add(src.graphs[kind]["file"])
+        skip |= {f for f in src.manifest["files"] if f.startswith(src.graphs[kind]["file"] + ".")}
+        manifest["graphs"].pop(kind)
+    with atomic_directory(output, force=force) as tmp:
+        for rel in src.manifest["files"]:
+            if rel not in skip and rel != B.GOLDEN_FILE:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.path / rel, tmp / rel)
+        files = save_model(model, tmp / step_rel)
+        float_bytes = sum((src.path / f).stat().st_size for f in src.manifest["files"]
+                          if f == step_rel or f.startswith(step_rel + "."))
+        quant_bytes = sum(f.stat().st_size for f in files)
+        manifest["precision"] = precision
+        manifest["graphs"]["step"] = {**manifest["graphs"]["step"], "bytes": quant_bytes, "precision": precision,
+                                      "nodes": len(model.graph.node)}
+        info["sizes"] = {"float_step_bytes": float_bytes, "step_bytes": quant_bytes,
+                         "ratio": round(quant_bytes / float_bytes, 4)}
+        if dropped:
+            info["graphs_dropped"] = dict.fromkeys(dropped, "only the step graph is quantized")
+        if extra.get("calibration"):
+            (tmp / CALIBRATION_FILE).write_text(json.dumps(extra["calibration"]) + "\n")
+        manifest["quantization"] = info
+        golden_info = _golden(src, tmp / step_rel, tmp / B.GOLDEN_FILE, precision, dropped)
+        if golden_info:
+            manifest["golden"] = {**manifest["golden"], **golden_info}
+        else:
+            manifest.pop("golden", None)
+        B.write_manifest(tmp, manifest)
+        out = B.load_bundle(tmp)
+        verify = _verify(out, precision)
+        info["verify"] = verify
+        report: dict[str, Any] = {}
+        if options.report:
+            report = _report(src, out, info, extra, options, log)
+            (tmp / "parity.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+            from trm_edge.quantize.report import plot
+
+            plot(report, tmp / "parity.png")
+            info["report"] = {"json": "parity.json", "png": "parity.png"}
+        manifest["quantization"] = info
+        B.write_manifest(tmp, manifest)
+    log(f"wrote {output} ({precision}, step graph {quant_bytes / 1e6:.2f} MB = "
+        f"{info['sizes']['ratio']:.2f} x fp32)")
+    return QuantizeResult(output, precision, info, report)
+
+
+def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[str]) -> dict[str, Any] | None:
+    """The bundle's golden step feeds with *this* graph's outputs (onnxruntime, CPU): ``trm-edge verify`` on the
+    device then checks the device runs the quantized graph as quantized. The fp32 comparison is the report's."""
+    if not src.manifest.get("golden"):
+        return None
+    import onnxruntime as ort
+
+    golden = {k: v for k, v in src.golden().items() if not any(k.startswith(d + ".") for d in dropped)}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's own types
+        raise QuantizationError(f"onnxruntime cannot run the {precision} graph on this CPU: "
+                                f"{' '.join(str(error).split())[:200]}") from None
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    feeds = {n: golden[n] for n in names}
+    values = session.run(outputs, feeds)
+    for name, value in zip(outputs, values, strict=True):
+        golden[name] = value
+    np.savez(golden_path, **golden)
+    from dataclasses import asdict as as_dict
+
+    from trm_edge.export.tolerances import tolerance_for
+
+    return {"keys": sorted(golden), "tolerance": as_dict(tolerance_for(precision)),
+            "reference": f"onnxruntime {ort.__version__} CPU on this {precision} step graph (the fp32 comparison "
+                         "is in parity.json)"}
+
+
+def _verify(bundle, precision: str) -> dict[str, Any] | None:
+    if not bundle.manifest.get("golden"):
+        return None
+    from trm_edge.quantize.evaluate import open_runtime
+    from trm_edge.runtimes.evaluate import raise_if_failed, verify_golden
+
+    with open_runtime(bundle) as rt:
+        result = verify_golden(rt, bundle.golden(), precision=precision)
+    raise_if_failed(result, what=f"the {precision} bundle")
+    return {"ok": result["ok"], "worst": result["worst"], "lines": result["lines"]}
+
+
+def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) -> dict[str, Any]:
+    from trm_edge.quantize.evaluate import open_runtime
+    from trm_edge.quantize.report import parity, throughput
+    from trm_edge.runtimes.evaluate import random_inputs
+
+    report: dict[str, Any] = {
+        "precision": info["precision"],
+        "format": info["format"].get("label"),
+        "target": out.target,
+        "backend": info["backend"],
+        "sizes": info["sizes"],
+        "excluded_nodes": len(info["excluded_nodes"]),
+        "float_groups": info["float_groups"],
+        "accuracy_control": info.get("accuracy_control"),
+    }
+    if extra.get("calibration"):
+        cal = extra["calibration"]
+        report["calibration"] = {"recipe": info["calibration"], "coverage_by_step": cal["coverage_by_step"],
+                                 "coverage_if_step1_only": cal["coverage_if_step1_only"]}
+    data = extra.get("data")
+    with open_runtime(src) as float_rt, open_runtime(out) as quant_rt:
+        evaluation = None if data is None else data.evaluation
+        if evaluation is not None and evaluation.labels is not None and len(evaluation):
+            report["parity"] = parity(float_rt, quant_rt, evaluation, batch_size=options.batch_size, log=log)
+        inputs = evaluation.inputs if evaluation is not None else random_inputs(src.config, options.batch_size)
+        report["throughput"] = throughput(float_rt, quant_rt, inputs, batch_size=options.batch_size,
+                                          steps=options.bench_steps, log=log)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,113 @@
+"""The parity report written into a quantized bundle (``parity.json`` + ``parity.png``): float vs quantized.
+
+Sections: ``accuracy`` (exact/cell accuracy of both on held-out puzzles, all steps, the official evaluation),
+``answers`` (answer agreement, puzzles solved by one side only), ``halting`` (with the runtime's early exit:
+mean steps of both, halting-step agreement, exact accuracy), ``per_step`` (teacher-forced: both graphs fed
+the float trajectory's state at each step; logits error and argmax agreement), ``sizes`` and ``throughput``
+(``trm-edge bench``'s measurement, both bundles interleaved in one process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPORT_JSON = "parity.json"
+REPORT_PNG = "parity.png"
+
+
+def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int | None = None,
+           log=lambda s: None) -> dict[str, Any]:
+    """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``."""
+    from trm_edge.runtimes.evaluate import evaluate, free_running, teacher_forced
+    from trm_edge.runtimes.solver import Solver
+
+    steps = max_steps or float_rt.config.halt_max_steps
+    report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps}
+    runs = {}
+    for halt in (False, True):
+        for name, rt in (("float", float_rt), ("quantized", quant_rt)):
+            mode = "halting" if halt else "all steps"
+            log(f"evaluating the {name} graph on {len(examples)} held-out puzzles ({mode})")
+            metrics, out = evaluate(rt, examples, solver=Solver(rt, batch_size=batch_size, max_steps=steps,
+                                                                  halt=halt))
+            runs[(name, halt)] = (metrics, out)
+    (mf, of), (mq, oq) = runs[("float", False)], runs[("quantized", False)]
+    report["accuracy"] = {
+        "exact": {"float": mf["exact_accuracy"], "quantized": mq["exact_accuracy"],
+                  "drop_points": 100.0 * (mf["exact_accuracy"] - mq["exact_accuracy"])},
+        "cell": {"float": mf["cell_accuracy"], "quantized": mq["cell_accuracy"]},
+    }
+    report["answers"] = free_running(of, oq, examples)
+    (hf, ohf), (hq, ohq) = runs[("float", True)], runs[("quantized", True)]
+    report["halting"] = {
+        "exact": {"float": hf["exact_accuracy"], "quantized": hq["exact_accuracy"]},
+        "mean_steps": {"float": hf["mean_steps"], "quantized": hq["mean_steps"]},
+        "steps_agreement": float((ohf.steps == ohq.steps).mean()) if len(examples) else 0.0,
+        "halted_fraction": {"float": hf["halting"]["halted_fraction"], "quantized": hq["halting"]["halted_fraction"]},
+        "answer_agreement": float(np.all(ohf.preds == ohq.preds, axis=-1).mean()) if len(examples) else 0.0,
+    }
+    log("teacher-forced per-step divergence")
+    report["per_step"] = teacher_forced(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size)
+    return report
+
+
+def throughput(float_rt, quant_rt, inputs: np.ndarray, *, batch_size: int = 16, steps: int = 2, rounds: int = 2,
+               log=lambda s: None) -> dict[str, Any]:
+    """``trm-edge bench``'s measurement (runtimes.evaluate.bench, no halting) of both, interleaved ``rounds``
+    times; the best round of each. ``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the
+    median step latency at ``batch_size``."""
+    from trm_edge.runtimes.evaluate import bench
+
+    full = float_rt.config.halt_max_steps
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(rounds):
+        for name, rt in (("float", float_rt), ("quantized", quant_rt)):
+            log(f"bench {name}: batch {batch_size}, {steps} steps")
+            r = bench(rt, inputs, batch_size=batch_size, max_steps=steps, halt=False, repeats=1, warmup=1)
+            if name not in best or r["step_ms_p50"] < best[name]["step_ms_p50"]:
+                best[name] = r
+    out: dict[str, Any] = {"batch": batch_size, "timed_steps": steps, "rounds": rounds, "full_steps": full}
+    for name, r in best.items():
+        out[name] = {"step_ms": r["step_ms_p50"], "puzzles_per_s": batch_size / (r["step_ms_p50"] / 1e3 * full),
+                     "gop_per_s": r["gflops"]}
+    out["speedup"] = out["quantized"]["puzzles_per_s"] / out["float"]["puzzles_per_s"]
+    return out
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Per-step teacher-forced argmax agreement and logits error, plus the accuracy bars, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    per_step = report.get("parity", {}).get("per_step") or []
+    title = f"{report.get('precision', '')} {report.get('format', '')} vs fp32"
+    if per_step:
+        steps = [r["step"] for r in per_step]
+        axes[0].plot(steps, [100 * r["argmax_agreement"] for r in per_step], marker="o")
+        axes[0].set(xlabel="supervision step", ylabel="cells agreeing with fp32 (%)",
+                    title="teacher-forced argmax agreement")
+        axes[1].semilogy(steps, [max(r["logits_mean_abs"], 1e-9) for r in per_step], marker="o", label="mean")
+        axes[1].semilogy(steps, [max(r["logits_max_abs"], 1e-9) for r in per_step], marker="s", label="max")
+        axes[1].set(xlabel="supervision step", ylabel="|logits - fp32 logits|", title="teacher-forced logits error")
+        axes[1].legend()
+    coverage = report.get("calibration", {}).get("coverage_by_step") or []
+    accuracy = report.get("parity", {}).get("accuracy")
+    if accuracy:
+        names = ["exact fp32", "exact q", "cell fp32", "cell q"]
+        values = [accuracy["exact"]["float"], accuracy["exact"]["quantized"], accuracy["cell"]["float"],
+                  accuracy["cell"]["quantized"]]
+        axes[2].bar(names, [100 * v for v in values], color=["C0", "C1", "C0", "C1"])
+        axes[2].set(ylabel="%", title=f"held-out accuracy ({report['parity']['puzzles']} puzzles)")
+    elif coverage:
+        axes[2].plot([c["step"] for c in coverage], [100 * c["covered"] for c in coverage], marker="o")
+        axes[2].set(xlabel="supervision step", ylabel="% tensors in range", title="calibration coverage")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
