@@ -168,23 +168,26 @@ class Preset:
 
 
 _SUDOKU = {"seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1}
+# The paper's 50,000 epochs over 1,000 training groups at global batch 768 (official pretrain.py's
+# total_iters = epochs * total_groups * mean_puzzle_examples / global_batch_size), evaluated every 5,000 epochs.
+_PAPER_1K = {"train_steps": 65_000, "eval_interval": 6_500}
 _GRID30 = {"seq_len": 900, "L_cycles": 4}
 
 PRESETS: dict[str, Preset] = {
     "sudoku-extreme-mlp": Preset(
         "Paper's best Sudoku-Extreme model: token-mixing MLP, no positions (87.4%)",
         TRMConfig(**_SUDOKU, mlp_t=True, pos_encodings="none"),
-        TrainConfig(),
+        TrainConfig(**_PAPER_1K),
     ),
     "sudoku-extreme-att": Preset(
         "Sudoku-Extreme with self-attention and RoPE",
         TRMConfig(**_SUDOKU, pos_encodings="rope"),
-        TrainConfig(),
+        TrainConfig(**_PAPER_1K),
     ),
     "maze-hard": Preset(
         "Maze-Hard 30x30 with self-attention and RoPE",
         TRMConfig(**_GRID30, vocab_size=6),
-        TrainConfig(),
+        TrainConfig(**_PAPER_1K),
         task="maze",
     ),
     "arc-agi-1": Preset(
