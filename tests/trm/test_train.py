@@ -229,3 +229,33 @@ def test_a_failing_compiled_step_falls_back_to_eager_mode():
     with pytest.warns(UserWarning, match="torch.compile failed"):
         scalars = trainer.train_step()
     assert np.isfinite(scalars["loss"]) and trainer.step_fn == trainer.model.step_embedded
+
+
+def test_evaluation_agrees_with_model_predict_on_the_ema_model():
+    trainer = Trainer(TINY, FAST, toy_split(64, 0), toy_split(20, 1), task="toy", d=Dist(),
+                      device=torch.device("cpu"))
+    for _ in range(30):
+        trainer.train_step()
+    with torch.no_grad():
+        trainer.model.q_head.bias.fill_(0.0)  # make halting happen at varied steps
+        trainer.ema.shadow[[n for n, _ in trainer.model.named_parameters()
+                            if not n.startswith("puzzle_emb.")].index("q_head.bias")].fill_(0.0)
+    metrics = trainer.evaluate()
+    test = toy_split(20, 1)
+    model = trainer.eval_model()
+    inputs = torch.from_numpy(test.inputs).long()
+    ids = torch.from_numpy(test.puzzle_identifiers).long()
+    labels = torch.from_numpy(test.labels).long()
+    mask = labels != 0  # ignore_label_id 0
+
+    def exact(preds):
+        return ((preds == labels) | ~mask).all(-1).float().mean().item()
+
+    for steps in (1, TINY.halt_max_steps):
+        out = model.predict(inputs, ids, max_steps=steps)
+        assert metrics["exact_accuracy_by_step"][steps - 1] == pytest.approx(exact(out["preds"]))
+        cells = (((out["preds"] == labels) & mask).sum(-1) / mask.sum(-1)).mean().item()
+        assert metrics["cell_accuracy_by_step"][steps - 1] == pytest.approx(cells)
+    halted = model.predict(inputs, ids, halt=True)
+    assert metrics["halt_exact_accuracy"] == pytest.approx(exact(halted["preds"]))
+    assert metrics["halt_mean_steps"] == pytest.approx(halted["steps"].float().mean().item())
