@@ -1,0 +1,85 @@
+"""Quantization test fixtures: tiny bundles exported once per session, and a tiny dataset on disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_CONFIGS
+
+TASKS = {"mlp": "sudoku", "rope": "sudoku", "many-puzzles": None}
+
+
+def make_model(name: str, seed: int = 0):
+    """A seeded tiny TRM with a random halting head (the training init never halts) and random puzzle rows."""
+    import torch
+
+    from trm_edge.trm.model import build_model
+
+    model = build_model(TINY_CONFIGS[name], seed=seed).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        if hasattr(model, "puzzle_emb"):
+            model.puzzle_emb.weights.normal_(0, 1, generator=generator)
+        model.q_head.weight.normal_(0, 2.0 / model.config.hidden_size**0.5, generator=generator)
+        model.q_head.bias.fill_(0.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """``bundle(name="mlp", target="x86-avx512") -> Path``: a tiny fp32 bundle, exported once per session."""
+    from trm_edge.export import export_bundle
+
+    cache: dict[tuple[str, str], object] = {}
+    root = tmp_path_factory.mktemp("quantize-bundles")
+
+    def get(name: str = "mlp", target: str = "x86-avx512"):
+        key = (name, target)
+        if key not in cache:
+            cfg = TINY_CONFIGS[name]
+            tokens = np.random.default_rng(5).integers(1, cfg.vocab_size, (1, cfg.seq_len), dtype=np.int32)
+            cache[key] = export_bundle(make_model(name), root / f"{name}-{target}", target=target, task=TASKS[name],
+                                       validation_steps=1, validation_inputs=tokens)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sudoku_data(tmp_path_factory):
+    """A generated Sudoku dataset in the official layout: 48 train, 16 test puzzles."""
+    from trm_edge.puzzles.build import build_dataset
+
+    path = tmp_path_factory.mktemp("calib") / "sudoku"
+    build_dataset("sudoku", path, train=48, test=16, seed=3)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibrated(bundle):
+    """``calibrated(target)``: the prepared graph, its spec, float32 trajectories and per-step ranges of 16
+    calibration puzzles, and 8 held-out puzzles (all cached per target)."""
+    import onnx
+
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.calibration import load_calibration, quantized_inputs, record
+    from trm_edge.quantize.formats import Int8Spec
+    from trm_edge.quantize.graph import prepare
+    from trm_edge.targets import get_target
+
+    cache: dict[str, dict] = {}
+
+    def get(target: str = "x86-avx512") -> dict:
+        if target not in cache:
+            b = load_bundle(bundle("mlp", target))
+            spec = Int8Spec.from_target(get_target(target))
+            prepared, _ = prepare(onnx.load(str(b.step_graph_path)))
+            data = load_calibration(b, task="sudoku", n=16, eval_n=8, seed=1)
+            tensors = quantized_inputs(prepared, spec.quantize_ops)
+            trajectories, ranges = record(prepared, b, data.calibration, tensors=tensors)
+            cache[target] = {"bundle": b, "spec": spec, "prepared": prepared, "data": data, "tensors": tensors,
+                             "trajectories": trajectories, "ranges": ranges}
+        return cache[target]
+
+    return get
