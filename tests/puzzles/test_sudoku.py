@@ -308,3 +308,15 @@ def test_parse_raises_only_puzzle_errors(text):
 @settings(max_examples=200, deadline=None)
 def test_is_valid_never_raises(values):
     assert sudoku.is_valid(np.array(values), np.array(values)) in (True, False)
+
+
+def test_vectorised_random_maps_are_symmetries():
+    positions, digits = sudoku.random_maps(np.random.default_rng(0), 64)
+    puzzle, solution = sudoku.parse(INKALA), sudoku.parse(INKALA_SOLUTION)
+    moved_puzzles = sudoku.apply_maps(np.repeat(puzzle[None], 64, 0), positions, digits)
+    moved_solutions = sudoku.apply_maps(np.repeat(solution[None], 64, 0), positions, digits)
+    assert sudoku.validate_batch(moved_puzzles, moved_solutions).all()
+    assert len({p.tobytes() for p in moved_puzzles}) == 64
+    transposed = positions[:, 1] % 9 == positions[:, 0] % 9  # the second cell comes from the same column
+    assert 0 < transposed.sum() < 64
+    assert (np.sort(positions, axis=1) == np.arange(81)).all() and (digits[:, 0] == 0).all()

@@ -223,13 +223,13 @@ def _augmented_split(task: str, puzzles: np.ndarray, solutions: np.ndarray, scor
 
 
 def _augment_sudoku(puzzles: np.ndarray, solutions: np.ndarray, aug: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    transforms = []
-    for i in range(len(puzzles)):
-        rng = item_random(seed, AUG_STREAM, i)
-        transforms.extend(sudoku.random_transform(rng) for _ in range(aug))
+    maps = [sudoku.random_maps(np.random.default_rng([seed, AUG_STREAM, i]), aug) for i in range(len(puzzles))]
+    positions = np.concatenate([m[0] for m in maps])
+    digits = np.concatenate([m[1] for m in maps])
     index = np.repeat(np.arange(len(puzzles)), aug)
-    aug_puzzles = sudoku.apply_many(puzzles[index], transforms).reshape(len(puzzles), aug, 9, 9)
-    aug_solutions = sudoku.apply_many(solutions[index], transforms).reshape(len(puzzles), aug, 9, 9)
+    shape = (len(puzzles), aug, 9, 9)
+    aug_puzzles = sudoku.apply_maps(puzzles[index], positions, digits).reshape(shape)
+    aug_solutions = sudoku.apply_maps(solutions[index], positions, digits).reshape(shape)
     return (np.concatenate([puzzles[:, None], aug_puzzles], axis=1),
             np.concatenate([solutions[:, None], aug_solutions], axis=1))
 

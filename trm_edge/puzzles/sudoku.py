@@ -291,6 +291,11 @@ def generate(n: int, *, seed: int, options: SudokuOptions | None = None, stream:
 
     Puzzle ``i`` depends only on ``(seed, stream, start + i, options)``, not on ``n`` or ``workers``
     (builders use one stream per split). ``workers`` > 1 draws in that many processes.
+
+    Each attempt draws a target clue count uniformly in the givens range, a random full grid, digs
+    it (see ``sudoku_solver.dig``) and rates it; attempts outside the ranges are redrawn. CPU cost
+    per puzzle on this project's machines: ~2.4 ms at 30-36 givens, ~5 ms with the defaults,
+    ~8 ms at 22-28, ~26 ms for 17-28 givens with rating >= 2.
     """
     options = options or SudokuOptions()
     jobs = [(seed, stream, span, options) for span in chunked(start, start + n, 100)]
@@ -385,13 +390,39 @@ def _line_permutation(rng: random.Random) -> tuple[int, ...]:
     return tuple(band * 3 + i for band in bands for i in rng.sample(range(3), 3))
 
 
-def apply_many(grids: np.ndarray, transforms: list[Transform]) -> np.ndarray:
-    """``transforms[i]`` applied to ``grids[i]`` (``[n, 9, 9]``), in one gather."""
+def apply_maps(grids: np.ndarray, positions: np.ndarray, digits: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+    """Grid ``i`` moved by ``positions[i]`` (``[n, 81]``, see ``Transform.position_map``) and
+    relabelled by ``digits[i]`` (``[n, 10]``): many transforms in a few vectorised gathers."""
     grids = np.asarray(grids).reshape(-1, 81)
-    positions = np.stack([t.position_map() for t in transforms])
-    digits = np.asarray([t.digits for t in transforms], dtype=grids.dtype)
-    moved = np.take_along_axis(grids, positions, axis=1)
-    return np.take_along_axis(digits, moved.astype(np.intp), axis=1).reshape(-1, 9, 9)
+    out = np.empty_like(grids)
+    for start in range(0, len(grids), chunk):
+        stop = min(start + chunk, len(grids))
+        moved = np.take_along_axis(grids[start:stop], positions[start:stop].astype(np.intp), axis=1)
+        out[start:stop] = np.take_along_axis(digits[start:stop].astype(grids.dtype), moved.astype(np.intp), axis=1)
+    return out.reshape(-1, 9, 9)
+
+
+def apply_many(grids: np.ndarray, transforms: list[Transform]) -> np.ndarray:
+    """``transforms[i]`` applied to ``grids[i]`` (``[n, 9, 9]``)."""
+    return apply_maps(grids, np.stack([t.position_map() for t in transforms]),
+                      np.asarray([t.digits for t in transforms]))
+
+
+def random_maps(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position maps ``uint8[n, 81]`` and digit maps ``uint8[n, 10]`` of ``n`` random transforms,
+    drawn with numpy in one go (the dataset builder augments a million puzzles this way)."""
+    def lines() -> np.ndarray:  # [n, 9]: bands shuffled, rows shuffled within each band
+        bands = rng.permuted(np.tile(np.arange(3), (n, 1)), axis=1)
+        within = rng.permuted(np.tile(np.arange(3), (n, 3, 1)), axis=2)
+        return (bands[:, :, None] * 3 + within).reshape(n, 9)
+
+    rows, cols = lines(), lines()
+    base = np.arange(81, dtype=np.uint8).reshape(9, 9)
+    cells = np.where((rng.random(n) < 0.5)[:, None, None], base.T, base)
+    positions = cells[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]].reshape(n, 81)
+    digits = np.concatenate([np.zeros((n, 1), np.uint8),
+                             rng.permuted(np.tile(np.arange(1, 10, dtype=np.uint8), (n, 1)), axis=1)], axis=1)
+    return positions, digits
 
 
 def random_transform(rng: random.Random) -> Transform:
