@@ -225,3 +225,10 @@ def test_parse_raises_only_puzzle_errors(text):
         return
     assert grid.shape[0] == grid.shape[1]
     assert maze.is_valid(maze.to_tokens(grid), maze.to_tokens(grid)) in (True, False)
+
+
+def test_options_as_keywords():
+    made = maze.generate(2, seed=5, size=9, min_path=12)
+    assert made.puzzles.shape == (2, 9, 9) and (made.path_lengths >= 12).all()
+    with pytest.raises(ConfigError, match="unknown maze option"):
+        maze.generate(1, seed=0, width=9)

@@ -320,3 +320,10 @@ def test_vectorised_random_maps_are_symmetries():
     transposed = positions[:, 1] % 9 == positions[:, 0] % 9  # the second cell comes from the same column
     assert 0 < transposed.sum() < 64
     assert (np.sort(positions, axis=1) == np.arange(81)).all() and (digits[:, 0] == 0).all()
+
+
+def test_options_as_keywords():
+    made = sudoku.generate(2, seed=5, min_givens=30, max_givens=31)
+    assert ((made.givens >= 30) & (made.givens <= 31)).all()
+    with pytest.raises(ConfigError, match="unknown sudoku option"):
+        sudoku.generate(1, seed=0, clues=30)

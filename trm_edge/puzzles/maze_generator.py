@@ -122,10 +122,11 @@ def _draw_chunk(job: tuple[int, int, tuple[int, int], MazeOptions]) -> list:
 
 
 def generate(n: int, *, seed: int, options: MazeOptions | None = None, stream: int = 0, start: int = 0,
-             workers: int = 1, progress: Progress | None = None) -> maze.MazeSet:
+             workers: int = 1, progress: Progress | None = None, **option_values: Any) -> maze.MazeSet:
     """``n`` mazes with a unique shortest path, seeded and reproducible (maze ``i`` depends only on
-    ``(seed, stream, start + i, options)``)."""
-    options = options or MazeOptions()
+    ``(seed, stream, start + i, options)``). Options come as ``options`` or as keywords
+    (``generate(10, seed=0, size=12, min_path=20)``)."""
+    options = MazeOptions.from_dict({**(options or MazeOptions()).to_dict(), **option_values})
     jobs = [(seed, stream, span, options) for span in chunked(start, start + n, 20)]
     drawn = parallel_map(_draw_chunk, jobs, workers=workers, progress=progress, description="maze", total=n)
     shape = (len(drawn), options.size, options.size)

@@ -286,8 +286,9 @@ def _draw_chunk(job: tuple[int, int, tuple[int, int], SudokuOptions]) -> list:
 
 
 def generate(n: int, *, seed: int, options: SudokuOptions | None = None, stream: int = 0, start: int = 0,
-             workers: int = 1, progress: Progress | None = None) -> SudokuSet:
-    """``n`` puzzles with a unique solution, seeded and reproducible.
+             workers: int = 1, progress: Progress | None = None, **option_values: Any) -> SudokuSet:
+    """``n`` puzzles with a unique solution, seeded and reproducible. Options come as ``options`` or
+    as keywords (``generate(100, seed=0, min_givens=30, max_givens=36)``).
 
     Puzzle ``i`` depends only on ``(seed, stream, start + i, options)``, not on ``n`` or ``workers``
     (builders use one stream per split). ``workers`` > 1 draws in that many processes.
@@ -297,7 +298,7 @@ def generate(n: int, *, seed: int, options: SudokuOptions | None = None, stream:
     per puzzle on this project's machines: ~2.4 ms at 30-36 givens, ~5 ms with the defaults,
     ~8 ms at 22-28, ~26 ms for 17-28 givens with rating >= 2.
     """
-    options = options or SudokuOptions()
+    options = SudokuOptions.from_dict({**(options or SudokuOptions()).to_dict(), **option_values})
     jobs = [(seed, stream, span, options) for span in chunked(start, start + n, 100)]
     drawn = parallel_map(_draw_chunk, jobs, workers=workers, progress=progress,
                          description="sudoku", total=n)
