@@ -1,0 +1,213 @@
+"""bundle -> bundle: formats per target, the manifest record, the parity report, bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from trm_edge.errors import OutputExistsError, QuantizationError
+
+
+def _options(**changes):
+    from trm_edge.quantize.pipeline import QuantizeOptions
+
+    return QuantizeOptions(**{"calib_task": "sudoku", "calib_n": 16, "eval_n": 0, "report": False, **changes})
+
+
+@pytest.fixture(scope="module")
+def x86_int8(bundle, tmp_path_factory):
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    out = tmp_path_factory.mktemp("q") / "x86-int8"
+    return quantize_bundle(bundle(), out, _options(eval_n=8, report=True, bench_steps=1))
+
+
+def test_x86_bundle_is_u8_activations_s8_per_channel_weights(x86_int8):
+    from trm_edge.export.bundle import load_bundle
+
+    b = load_bundle(x86_int8.output)  # every file hashed and verified
+    assert b.precision == "int8" and b.manifest["graphs"]["step"]["precision"] == "int8"
+    q = b.manifest["quantization"]
+    assert q["format"]["label"] == "qdq-u8s8-per-channel" and q["backend"]["backend"] == "ort"
+    assert q["calibration"]["steps"] == b.config.halt_max_steps and q["calibration"]["states"] == 16 * 4
+    assert q["verify"]["ok"] and q["sizes"]["ratio"] < 0.45  # tiny model: norms/embeddings weigh more than at 5M
+    model = onnx.load(str(b.step_graph_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in matmuls:
+        act, weight = (producers[i] for i in node.input)
+        assert act.op_type == weight.op_type == "DequantizeLinear", node.name
+        assert inits[act.input[2]].dtype == np.uint8 and inits[weight.input[2]].dtype == np.int8
+        assert inits[weight.input[0]].dtype == np.int8 and not inits[weight.input[2]].any()  # symmetric weights
+        out_channels = inits[weight.input[0]].shape[1]
+        assert inits[weight.input[1]].shape == (out_channels,)  # per output channel
+        assert next(a.i for a in weight.attribute if a.name == "axis") == 1
+    calibration = json.loads((x86_int8.output / "calibration.json").read_text())
+    assert all(row["covered"] == 1.0 for row in calibration["coverage_by_step"])
+
+
+def test_parity_report_is_in_the_bundle(x86_int8):
+    report = json.loads((x86_int8.output / "parity.json").read_text())
+    assert (x86_int8.output / "parity.png").stat().st_size > 10_000
+    parity = report["parity"]
+    assert parity["puzzles"] == 8 and len(parity["per_step"]) == 4
+    assert {"exact", "cell"} <= set(parity["accuracy"]) and "answer_agreement" in parity["answers"]
+    assert {"mean_steps", "steps_agreement", "exact"} <= set(parity["halting"])
+    assert all(0 <= r["argmax_agreement"] <= 1 for r in parity["per_step"])
+    speed = report["throughput"]
+    assert speed["float"]["puzzles_per_s"] > 0 and speed["quantized"]["puzzles_per_s"] > 0
+    assert report["sizes"]["step_bytes"] < report["sizes"]["float_step_bytes"]
+
+
+def test_jetson_bundle_has_only_int8_zero_points(bundle, tmp_path):
+    """TensorRT's explicit quantization: symmetric int8 everywhere, zero points 0, GEMM biases float, and the
+    graph passes the target's TensorRT op-list check."""
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.export.passes import check_target
+    from trm_edge.quantize.graph import zero_points
+    from trm_edge.quantize.pipeline import quantize_bundle
+    from trm_edge.targets import get_target
+
+    result = quantize_bundle(bundle("mlp", "jetson-orin-nano"), tmp_path / "jetson", _options())
+    model = onnx.load(str(load_bundle(result.output).step_graph_path))
+    points = zero_points(model)
+    assert len(points) > 50
+    assert all(z is not None and z.dtype == np.int8 and not z.any() for _, _, z in points)
+    assert not check_target(model, get_target("jetson-orin-nano"))
+    assert result.quantization["format"]["label"] == "qdq-s8s8-symmetric-per-channel"
+
+
+def test_fp16_for_gpu_targets_keeps_float32_io_and_norms(bundle, tmp_path):
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    result = quantize_bundle(bundle("mlp", "jetson-orin-nano"), tmp_path / "fp16", _options(precision="fp16"))
+    b = load_bundle(result.output)
+    model = onnx.load(str(b.step_graph_path))
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*model.graph.input[1:],
+                                                                                *model.graph.output])
+    halves = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert sum(int(np.prod(t.dims)) for t in halves) > 0.9 * sum(int(np.prod(t.dims)) for t in model.graph.initializer
+                                                                  if t.data_type in (1, 10))
+    assert b.precision == "fp16" and result.quantization["sizes"]["ratio"] < 0.7  # tiny: I/O casts weigh
+    assert result.quantization["verify"]["ok"]
+    with pytest.raises(QuantizationError, match="cannot run fp16"):
+        quantize_bundle(bundle(), tmp_path / "x86-fp16", _options(precision="fp16"))
+
+
+def test_bad_input_is_refused_and_leaves_nothing(bundle, x86_int8, tmp_path):
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    out = tmp_path / "out"
+    with pytest.raises(QuantizationError, match="already quantized"):
+        quantize_bundle(x86_int8.output, out, _options())
+    with pytest.raises(QuantizationError, match="does not match the bundle's task"):
+        quantize_bundle(bundle(), out, _options(calib_task="maze"))
+    with pytest.raises(QuantizationError, match="too few calibration puzzles"):
+        quantize_bundle(bundle(), out, _options(calib_n=3))
+    with pytest.raises(QuantizationError, match="--method entropy is onnxruntime's"):
+        quantize_bundle(bundle(), out, _options(backend="nncf", method="entropy"))
+    with pytest.raises(QuantizationError, match=r"resolve 6\.25 points"):
+        quantize_bundle(bundle(), out, _options(max_drop=1.0, val_n=16))
+    with pytest.raises(QuantizationError, match="'fast' is not one of 'ort', 'nncf'"):
+        _options(backend="fast")
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    out.mkdir()
+    with pytest.raises(OutputExistsError):
+        quantize_bundle(bundle(), out, _options())
+
+
+def test_accuracy_control_keeps_the_most_sensitive_groups_float(calibrated, tmp_path):
+    """Real candidates through the real runtime; the metric is agreement with fp32's answers on held-out
+    puzzles (random weights solve nothing, so exact accuracy cannot drop): groups are ranked by ablation and
+    restored to float in that order until the allowed drop is met."""
+    from trm_edge.quantize.accuracy import control
+    from trm_edge.quantize.backends import quantize_int8
+    from trm_edge.quantize.evaluate import StateProbe, exact_accuracy, open_runtime
+    from trm_edge.quantize.formats import Backend, Method
+    from trm_edge.quantize.graph import node_groups
+
+    c = calibrated()
+    b, examples = c["bundle"], c["data"].evaluation
+    with open_runtime(b) as float_rt:
+        _, reference = exact_accuracy(float_rt, _labelled(examples, None), halt=False)
+        probe = StateProbe(c["trajectories"], float_rt, per_step=4)
+    labelled = _labelled(examples, reference.preds)
+    groups = [g for g in node_groups(c["prepared"], c["spec"].quantize_ops) if "layers.1/mlp" in g.name]
+    others = [n for g in node_groups(c["prepared"], c["spec"].quantize_ops) if g not in groups for n in g.nodes]
+    counter = iter(range(100))
+
+    def build(nodes):
+        return quantize_int8(c["prepared"], c["spec"], backend=Backend.ORT, method=Method.MINMAX,
+                             ranges=c["ranges"].merged(), exclude=nodes)[0]
+
+    def run(model, fn):
+        path = tmp_path / f"candidate{next(counter)}.onnx"
+        onnx.save(model, str(path))
+        with open_runtime(b, path, precision="int8") as rt:
+            return fn(rt)
+
+    model, result = control(groups=groups, build=build, float_accuracy=1.0, max_drop=0.0, base_excluded=others,
+                            exact=lambda m: run(m, lambda rt: exact_accuracy(rt, labelled, halt=False)[0]),
+                            score=lambda m: run(m, probe.disagreement))
+    assert len(result.ranking) == len(groups) == 6
+    gains = [r["gain"] for r in result.ranking]
+    assert gains == sorted(gains, reverse=True)
+    assert result.steps[0]["drop_points"] > 0 and result.final_drop <= 0.0
+    assert result.float_groups == [r["group"] for r in result.ranking[:len(result.float_groups)]]
+    assert result.to_dict()["met"] and isinstance(model, onnx.ModelProto)
+
+
+def _labelled(examples, labels):
+    from trm_edge.runtimes.evaluate import Examples
+
+    return Examples(examples.inputs, examples.inputs if labels is None else labels, None, None)
+
+
+@pytest.mark.slow
+def test_nncf_backend_writes_the_same_format(bundle, tmp_path):
+    from trm_edge.quantize.graph import zero_points
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    result = quantize_bundle(bundle(), tmp_path / "nncf", _options(backend="nncf"))
+    model = onnx.load(str(result.output / "step.onnx"))
+    acts = [z for _, op, z in zero_points(model) if op == "QuantizeLinear"]
+    assert acts and all(z.dtype == np.uint8 for z in acts)
+    assert result.quantization["backend"]["tool"].startswith("nncf")
+
+
+def _cli(*args: str):
+    return subprocess.run([sys.executable, "-m", "trm_edge", "quantize", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_errors_are_one_line_and_json_output(bundle, x86_int8, tmp_path):
+    src = str(bundle())
+    cases = [
+        ([src, "--int8", "--fp16", "--calib-task", "sudoku", "-o", str(tmp_path / "a")], "choose one precision"),
+        ([src, "--int8", "-o", str(tmp_path / "a")], "needs calibration puzzles"),
+        ([str(x86_int8.output), "--int8", "--calib-task", "sudoku", "-o", str(tmp_path / "a")], "already quantized"),
+        ([src, "--int8", "--calib-task", "sudoku", "--calib-n", "2", "-o", str(tmp_path / "a")], "too few"),
+        ([src, "--int8", "--calib-task", "sudoku", "--exclude", "nope", "-o", str(tmp_path / "a")], "matches no"),
+    ]
+    for args, message in cases:
+        proc = _cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "a").exists()
+    proc = _cli(src, "--int8", "--calib-task", "sudoku", "--calib-n", "16", "--eval-n", "0", "--no-report",
+                "--exclude", "*lm_head*", "-o", str(tmp_path / "b"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["precision"] == "int8" and out["quantization"]["excluded_nodes"] == ["/lm_head/MatMul"]
+    assert out["quantization"]["exclude_reasons"] == {"*lm_head*": "--exclude"}
+    shutil.rmtree(tmp_path / "b")
