@@ -15,7 +15,7 @@ import torch
 from tests.conftest import TINY_CONFIGS
 from tests.export.conftest import make_model
 from trm_edge.errors import BundleError, ExportError, OutputExistsError, ValidationError
-from trm_edge.export.bundle import FORMAT, load_bundle
+from trm_edge.export.bundle import DELETE, FORMAT, load_bundle
 from trm_edge.export.exporter import export_bundle
 
 
@@ -173,9 +173,10 @@ def test_tampered_truncated_or_incomplete_bundles_are_refused(bundle_dir, tmp_pa
 def test_manifest_update_rehashes_added_files(bundle_dir, tmp_path):
     bundle = load_bundle(bundle_dir("learned")).copy_to(tmp_path / "b")
     (bundle.path / "step.plan").write_bytes(b"engine bytes")
-    updated = bundle.write_manifest_update({"engine": {"file": "step.plan", "gpu": "Orin"}, "codec": None})
+    updated = bundle.write_manifest_update({"engine": {"file": "step.plan", "gpu": "Orin"}, "codec": DELETE,
+                                           "graphs": {"step": {"batch": None}}})
     assert "step.plan" in updated.manifest["files"] and updated.manifest["engine"]["gpu"] == "Orin"
-    assert "codec" not in updated.manifest
+    assert "codec" not in updated.manifest and updated.graphs["step"]["batch"] is None
     (bundle.path / "step.plan").write_bytes(b"another engine")
     with pytest.raises(BundleError, match=r"step\.plan"):
         load_bundle(bundle.path)

@@ -34,6 +34,7 @@ UNROLLED_INPUTS = ("inputs", "puzzle_embedding")
 UNROLLED_OUTPUTS = ("logits", "q_halt_logits", "q_halt_logits_per_step")
 
 REQUIRED_KEYS = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files")
+DELETE = object()  # in write_manifest_update(changes): remove this key
 
 
 def hash_files(root: Path, relpaths: Iterable[str]) -> dict[str, str]:
@@ -63,7 +64,7 @@ def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, A
     for key, value in changes.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
-        elif value is None:
+        elif value is DELETE:
             merged.pop(key, None)
         else:
             merged[key] = copy.deepcopy(value)
@@ -171,7 +172,7 @@ class Bundle:
 
     # -- updates ---------------------------------------------------------------------------------
     def write_manifest_update(self, changes: Mapping[str, Any] | None = None) -> Bundle:
-        """Deep-merge ``changes`` into the manifest (a ``None`` value deletes a key), re-hash every
+        """Deep-merge ``changes`` into the manifest (the value ``DELETE`` removes a key), re-hash every
         file now in the bundle directory (files added or removed by the caller included), write the
         manifest atomically and return the reloaded bundle. For build-engine and quantize."""
         manifest = _deep_merge(self.manifest, changes or {})
