@@ -27,6 +27,9 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
         raise OutputExistsError(f"output {str(target)!r} exists; choose another path or pass --force")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output should get the usual permissions
     try:
         yield tmp
         if target.exists():
