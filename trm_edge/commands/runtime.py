@@ -253,6 +253,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory."""
+    import time
+
     from trm_edge.runtimes.evaluate import bench as run_bench
     from trm_edge.runtimes.evaluate import random_inputs, read_examples
 
@@ -266,6 +268,9 @@ def bench(
     else:
         inputs = random_inputs(rt.config, max(batch))
     results = []
+    start = time.perf_counter()
+    rt.load()
+    load_s = time.perf_counter() - start
     with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task("bench", total=len(batch) * (repeats + warmup))
         for b in batch:
@@ -273,7 +278,7 @@ def bench(
                                      warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task)))
         info = rt.describe()
     report = {"model": str(rt.source.path), "runtime": info, "data": str(data) if data else "random",
-              "results": results}
+              "load_s": load_s, "results": results}
     if plot is not None:
         _plot_bench(results, plot, title=f"{Path(str(rt.source.path)).name} on {info['runtime']}")
         report["plot"] = str(plot)
@@ -282,7 +287,8 @@ def bench(
         return
     from rich.table import Table
 
-    table = Table(title=f"bench {rt.source.path} on {info['runtime']} ({report['data']} puzzles)")
+    table = Table(title=f"bench {rt.source.path} on {info['runtime']} ({report['data']} puzzles; "
+                        f"load {load_s:.2f} s)")
     for col in ("batch", "steps", "step p50 ms", "step p95 ms", "puzzle p50 s", "puzzle p95 s", "puzzles/s",
                 "GFLOP/s", "peak RSS MB"):
         table.add_column(col, justify="right")

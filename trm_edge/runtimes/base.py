@@ -39,7 +39,7 @@ class ModelSource:
     kind: str  # "bundle" | "checkpoint"
     path: Path
     config: TRMConfig
-    task: str
+    task: str | None  # sudoku | maze | arc (None: a model of no known task, e.g. in tests)
     bundle: Any = None  # trm_edge.export.bundle.Bundle when kind == "bundle"
     target: str | None = None
     precision: str = "fp32"
@@ -71,13 +71,17 @@ def open_source(model: str | os.PathLike) -> ModelSource:
         raise
     info = read_checkpoint_info(resolved)
     config = TRMConfig.from_dict(info["model"])
-    return ModelSource(kind="checkpoint", path=resolved, config=config, task=str(info.get("task") or "sudoku"))
+    return ModelSource(kind="checkpoint", path=resolved, config=config, task=info.get("task"))
 
 
 def default_model() -> str | None:
-    """The shipped ``default`` model's name when it exists (the trainer ships it), else None."""
-    from trm_edge.trm.checkpoint import resolve_model_path
+    """The shipped default model, when the package has one (the trainer ships it): its exported CPU
+    bundle (``models/default/bundle``, torch-free) when present, else the checkpoint name ``default``."""
+    from trm_edge.trm.checkpoint import PACKAGED_MODELS, resolve_model_path
 
+    bundle = PACKAGED_MODELS / "default" / "bundle"
+    if (bundle / MANIFEST).is_file():
+        return str(bundle)
     try:
         resolve_model_path("default")
     except TrmEdgeError:
@@ -362,7 +366,8 @@ RUNTIMES: dict[str, RuntimeEntry] = {
                      "native TensorRT engine (build it on the device: trm-edge build-engine BUNDLE)",
                      aliases=("trt",)),
         RuntimeEntry("torch", "trm_edge.runtimes.torch_ref", "TorchRuntime", (("torch",),),
-                     "pip install torch (the reference runtime; devices need no torch)", ("checkpoint",),
+                     "pip install torch (the reference runtime, for checkpoints; a device runs a bundle instead: "
+                     "trm-edge export CHECKPOINT --target cpu -o BUNDLE, then --model BUNDLE)", ("checkpoint",),
                      "PyTorch reference: model.step from a checkpoint directory", aliases=("pytorch",)),
     )
 }

@@ -290,9 +290,7 @@ def bench(runtime: Runtime, inputs: np.ndarray, *, batch_size: int, max_steps: i
     if len(batch) < batch_size:
         batch = np.resize(inputs, (batch_size, inputs.shape[1]))
     ids = None if puzzle_identifiers is None else np.resize(puzzle_identifiers, batch_size)
-    load_start = time.perf_counter()
     runtime.load()
-    load_seconds = time.perf_counter() - load_start
     for _ in range(warmup):
         solver.run(batch, ids)
         if on_run is not None:
@@ -322,6 +320,5 @@ def bench(runtime: Runtime, inputs: np.ndarray, *, batch_size: int, max_steps: i
         "puzzles_per_s": batch_size / percentile(runs, 50),
         "gflops": flops / step_total / 1e9 if step_total else None,
         "gflop_per_step": flops_per_step(runtime.config) / 1e9,
-        "load_s": load_seconds,
         "peak_rss_mb": peak_rss_mb(),
     }
