@@ -79,3 +79,17 @@ def test_export_json(checkpoint, tmp_path):
     report = json.loads(result.stdout)
     assert report["validation"]["passed"] and set(report["graphs"]) == {"step", "unrolled"}
     assert report["graphs"]["step"]["batch"] == 2 and report["engine"] is None
+
+
+@pytest.mark.slow
+def test_export_puzzles_by_name_from_the_datasets_identifiers(tmp_path):
+    ckpt = save_checkpoint(make_model("many-puzzles"), tmp_path / "arc", task="arc")
+    names = ["<blank>"] + [f"task{i // 2}|||t{i % 2}|||0123456789" for i in range(6)]
+    (tmp_path / "identifiers.json").write_text(json.dumps(names))
+    out = tmp_path / "b"
+    result = run("export", str(ckpt), "--target", "jetson-orin-nano", "-o", str(out), "--puzzles", "task1,5",
+                 "--identifiers", str(tmp_path / "identifiers.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "identifiers.json").read_text())["ids"] == [3, 4, 5]
+    assert_user_error(run("export", str(ckpt), "--target", "cpu", "-o", str(tmp_path / "c"), "--puzzles", "task9",
+                          "--identifiers", str(tmp_path / "identifiers.json")), "matches no identifier")

@@ -24,7 +24,7 @@ def export(
                                                       "one graph)."),
     batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic batch axis)."),
     puzzles: list[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
-                                                              "(ids, names or task names; repeatable)."),
+                                                              "(ids, names or task names; comma-separated)."),
     identifiers: Path = typer.Option(None, "--identifiers", help="The dataset's identifiers.json (names of the "
                                                                  "puzzle identifiers), for --puzzles by name."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
@@ -46,8 +46,9 @@ def export(
 
     trm = load_model(model)
     log_console = err_console if as_json else console
+    wanted = [p.strip() for item in puzzles or () for p in item.split(",") if p.strip()]
     path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
-                         puzzles=puzzles or None, identifier_names=names, log=_printer(log_console))
+                         puzzles=wanted or None, identifier_names=names, log=_printer(log_console))
     from trm_edge.export.bundle import load_bundle
 
     manifest = load_bundle(path).manifest
