@@ -112,7 +112,7 @@ def main() -> None:
     import torch
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from trm_edge.quantize.graph import split_sliced_matmuls
+    from trm_edge.quantize.graph import prepare, split_sliced_matmuls
     from trm_edge.trm.config import PRESETS, flops_per_step
     from trm_edge.trm.model import build_model
 
@@ -137,10 +137,18 @@ def main() -> None:
         return out
 
     def split() -> Path:
-        """clean + the SwiGLU weight split (trm_edge.quantize.graph, exact)."""
+        """clean + the SwiGLU weight split only (trm_edge.quantize.graph.split_sliced_matmuls)."""
         out = work / f"{tag}_fp32_split.onnx"
         if not out.exists():
             m, _ = split_sliced_matmuls(onnx.load(str(clean())))
+            onnx.save(m, str(out))
+        return out
+
+    def prepared() -> Path:
+        """clean + every pre-quantization pass (trm_edge.quantize.graph.prepare: split + RMSNorm for fusion)."""
+        out = work / f"{tag}_fp32_prepared.onnx"
+        if not out.exists():
+            m, _ = prepare(onnx.load(str(clean())))
             onnx.save(m, str(out))
         return out
 
@@ -235,18 +243,21 @@ def main() -> None:
         "ort-fp32": (clean, "all", t),
         "ort-fp32-basic": (clean, "basic", t),
         "ort-fp32-split": (split, "all", t),
+        "ort-fp32-prepared": (prepared, "all", t),
         "qdq-u8s8-raw": (static("qdq_u8s8_raw", raw), "all", t),
         "qdq-u8s8-ortdefault": (static("qdq_u8s8_outq", clean, out_q=True), "all", t),
         "qdq-u8s8-nooutq": (static("qdq_u8s8_noout", clean), "all", t),
         "qdq-u8s8": (ours("x86_nosplit", clean, "x86-avx512"), "all", t),
-        "qdq-u8s8-split": (ours("x86", split, "x86-avx512"), "all", t),
-        "qdq-u8s8-split-ext": (ours("x86", split, "x86-avx512"), "extended", t),
-        "qdq-u8s8-split-basic": (ours("x86", split, "x86-avx512"), "basic", t),
-        "qdq-u8s8-split-1thr": (ours("x86", split, "x86-avx512"), "all", 1),
-        "qdq-s8s8-sym-split": (ours("jetson", split, "jetson-orin-nano"), "all", t),
-        "nncf-u8s8-split": (ours("x86_nncf", split, "x86-avx512", backend="nncf"), "all", t),
-        "qop-u8s8-split": (static("qop_u8s8_split", split, fmt=QuantFormat.QOperator, out_q=True), "all", t),
-        "dynamic-split": (dynamic("dyn_split", split), "all", t),
+        "qdq-u8s8-split": (ours("x86_split", split, "x86-avx512"), "all", t),
+        "qdq-u8s8-prepared": (ours("x86", prepared, "x86-avx512"), "all", t),
+        "qdq-u8s8-prepared-ext": (ours("x86", prepared, "x86-avx512"), "extended", t),
+        "qdq-u8s8-prepared-basic": (ours("x86", prepared, "x86-avx512"), "basic", t),
+        "qdq-u8s8-prepared-1thr": (ours("x86", prepared, "x86-avx512"), "all", 1),
+        "qdq-s8s8-sym-prepared": (ours("jetson", prepared, "jetson-orin-nano"), "all", t),
+        "qdq-s8s8-asym-prepared": (ours("arm64", prepared, "arm64"), "all", t),
+        "nncf-u8s8-prepared": (ours("x86_nncf", prepared, "x86-avx512", backend="nncf"), "all", t),
+        "qop-u8s8-prepared": (static("qop_u8s8_prepared", prepared, fmt=QuantFormat.QOperator, out_q=True), "all", t),
+        "dynamic-prepared": (dynamic("dyn_prepared", prepared), "all", t),
         "nncf-default": (nncf_default("nncf_default", clean), "all", t),
     }
     if args.list:

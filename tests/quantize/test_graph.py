@@ -29,7 +29,7 @@ def _feeds(cfg, batch: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
             "z_H": rng.standard_normal(shape, dtype=np.float32), "z_L": rng.standard_normal(shape, dtype=np.float32)}
 
 
-def test_swiglu_split_is_exact_and_keeps_weights_shared(bundle):
+def test_prepare_is_exact_keeps_weights_shared_and_lets_onnxruntime_fuse(bundle, tmp_path):
     from trm_edge.export.bundle import load_bundle
     from trm_edge.export.passes import check_weights_once
     from trm_edge.quantize.graph import node_groups, prepare
@@ -44,7 +44,15 @@ def test_swiglu_split_is_exact_and_keeps_weights_shared(bundle):
     assert report["matmuls_split"] == cfg.L_layers * 2 * calls  # gate_up of mlp_t and mlp at every call site
     assert ops["Slice"] == before["Slice"] - 2 * report["matmuls_split"]  # the logits slice stays
     assert ops["MatMul"] == before["MatMul"] + report["matmuls_split"]
+    assert report["norms_for_fusion"] == cfg.L_layers * 2 * calls
     assert not check_weights_once(prepared)
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(prepared.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    fused = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert fused["SimplifiedLayerNormalization"] == report["norms_for_fusion"] and not fused["Split"]
     groups = node_groups(prepared, ("MatMul", "Gemm"))
     block = [g for g in groups if "/L_level/" in g.name]
     assert len(block) == cfg.L_layers * 6 and all(len(g.nodes) == calls for g in block)

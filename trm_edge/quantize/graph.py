@@ -112,6 +112,81 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep)
 
 
+def rmsnorm_for_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Write each weightless RMSNorm ``x * (1 / sqrt(mean(x*x) + eps))`` as ``x / sqrt(mean(x^2) + eps) * 1``
+    (``Pow``, ``Div``, a ``Mul`` by a ones vector): the pattern onnxruntime fuses into one
+    ``SimplifiedLayerNormalization`` kernel (it needs the ``Pow`` and a scale). Same ops TensorRT parses; the
+    value changes only by float rounding (x/s vs x*(1/s)). Needs the normalised axis' size (shape inference);
+    norms where it is unknown stay as they are. Returns the model and the number of norms rewritten."""
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    constants = _constants(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+
+    def only_user(node: onnx.NodeProto, op: str) -> onnx.NodeProto | None:
+        users = consumers[node.output[0]]
+        return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+    def is_scalar(name: str, value: float | None = None) -> bool:
+        return name in constants and constants[name].size == 1 and (
+            value is None or float(constants[name].reshape(-1)[0]) == value)
+
+    new_nodes: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
+    removed: set[int] = set()
+    two = "__rmsnorm_two"
+    for mean in [n for n in graph.node if n.op_type == "ReduceMean"]:
+        square = producers.get(mean.input[0])
+        axes = next((list(a.ints) for a in mean.attribute if a.name == "axes"), None)
+        keep = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
+        if square is None or square.op_type != "Mul" or square.input[0] != square.input[1] or axes != [-1] or not keep:
+            continue
+        x = square.input[0]
+        add = only_user(mean, "Add")
+        sqrt = only_user(add, "Sqrt") if add else None
+        recip = only_user(sqrt, "Div") if sqrt else None
+        scale = only_user(recip, "Mul") if recip else None
+        size = (dims.get(x) or [None])[-1]
+        if (scale is None or not is_scalar(recip.input[0], 1.0) or recip.input[1] != sqrt.output[0]
+                or x not in scale.input or not any(is_scalar(i) for i in add.input) or not size
+                or len(consumers[square.output[0]]) != 1):
+            continue
+        ones = f"__rmsnorm_ones_{size}"
+        if ones not in constants:
+            graph.initializer.append(numpy_helper.from_array(np.ones(size, np.float32), ones))
+            constants[ones] = np.ones(size, np.float32)
+        if two not in constants:
+            graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), two))
+            constants[two] = np.array(2.0, np.float32)
+        square.op_type = "Pow"
+        square.input[1] = two
+        out = scale.output[0]
+        divide = helper.make_node("Div", [x, sqrt.output[0]], [f"{out}/unscaled"], name=f"{recip.name}/x")
+        multiply = helper.make_node("Mul", [f"{out}/unscaled", ones], [out], name=f"{scale.name}/ones")
+        removed |= {id(recip), id(scale)}
+        new_nodes.append((scale, divide))
+        new_nodes.append((scale, multiply))
+    if not new_nodes:
+        return model, 0
+    after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    for anchor, node in new_nodes:
+        after[id(anchor)].append(node)
+    nodes = []
+    for node in graph.node:
+        if id(node) not in removed:
+            nodes.append(node)
+        nodes.extend(after.get(id(node), []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused_initializers(graph)
+    return model, len(new_nodes) // 2
+
+
 def prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     """The exact pre-quantization passes, in order; returns the model and what each pass changed."""
     from trm_edge.export.passes import bypass_initializer_identities, dedupe_initializers
@@ -119,6 +194,7 @@ def prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     report = {"identities_bypassed": bypass_initializer_identities(model)}
     report["duplicates_merged"] = dedupe_initializers(model)
     model, report["matmuls_split"] = split_sliced_matmuls(model)
+    model, report["norms_for_fusion"] = rmsnorm_for_fusion(model)
     return model, report
 
 
