@@ -31,6 +31,8 @@ VARIANTS = {
     "mem_pattern=on": OrtOptions(memory_pattern=True),
     "spinning=off": OrtOptions(spinning=False),
     "parallel": OrtOptions(sequential=False),
+    "spinning=off+threads=1": OrtOptions(spinning=False, intra_op_threads=1),
+    "spinning=on": OrtOptions(spinning=True),
 }
 
 

@@ -27,6 +27,8 @@ def bench(model: str, runtime: str, batch: int, args: argparse.Namespace) -> dic
         command.append("--halt")
     if args.data:
         command += ["--data", args.data]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     print("$ trm-edge " + " ".join(command[3:]), file=sys.stderr, flush=True)
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["results"][0]
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--halt", action="store_true")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes")
     args = parser.parse_args()
     rows = []
     for batch in args.batch:

@@ -49,7 +49,7 @@ def test_solver_agrees_over_a_few_steps(bundles, name):
 
 @pytest.mark.parametrize("options", [OrtOptions(intra_op_threads=1), OrtOptions(graph_optimization="disable"),
                                      OrtOptions(graph_optimization="basic", memory_arena=False),
-                                     OrtOptions(memory_pattern=True, spinning=False, sequential=False)])
+                                     OrtOptions(memory_pattern=True, spinning=True, sequential=False)])
 def test_session_options_do_not_change_the_answers(bundles, options):
     model, bundle = bundles("rope")
     cfg = model.config
