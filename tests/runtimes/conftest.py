@@ -8,6 +8,17 @@ import pytest
 from tests.conftest import TINY_CONFIGS
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning crawls on a shared 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def halting_model(factory, name: str, seed: int = 0):
     """A tiny random model whose halting head fires at varied steps (the init never halts: q = -5):
     random q_head weights, and a bias that puts the median step-1 q_halt logit of random puzzles at 0."""
