@@ -74,11 +74,16 @@ def load_calibration(bundle, *, calib_dir: str | Path | None = None, task: str |
     if task is not None:
         if task != bundle.task:
             raise QuantizationError(f"--calib-task {task!r} does not match the bundle's task {bundle.task!r}")
+        model_recipe = bundle.manifest.get("data_recipe")  # the training data's recipe, when export carries it
+        if not (isinstance(model_recipe, dict) and model_recipe.get("task") == task):
+            model_recipe = None
         with tempfile.TemporaryDirectory(prefix="trm-edge-calib-") as tmp:
-            recipe = _generate(task, Path(tmp) / "data", train=n + val_n, test=eval_n, seed=seed)
+            recipe = _generate(task, Path(tmp) / "data", train=n + val_n, test=eval_n, seed=seed,
+                               like=model_recipe)
             train = read_examples(str(Path(tmp) / "data"), "train")
             test = read_examples(str(Path(tmp) / "data"), "test") if eval_n else None
-        source = {"source": "generated", "task": task, "seed": seed, "generator": recipe}
+        source = {"source": "generated", "task": task, "seed": seed, "generator": recipe,
+                  "distribution": "the model's training recipe" if model_recipe else "the task generator's defaults"}
     else:
         root = Path(calib_dir)
         try:
@@ -121,10 +126,13 @@ def _rows(examples, start: int, stop: int):
     return Examples(examples.inputs[start:stop], labels, ids, examples.ignore_label_id)
 
 
-def _generate(task: str, directory: Path, *, train: int, test: int, seed: int) -> dict[str, Any]:
-    from trm_edge.puzzles.build import build_dataset
+def _generate(task: str, directory: Path, *, train: int, test: int, seed: int,
+              like: dict[str, Any] | None = None) -> dict[str, Any]:
+    from trm_edge.puzzles.build import build_dataset, build_from_recipe
 
     try:
+        if like is not None:  # fresh puzzles of the training distribution (another seed: not the training set)
+            return build_from_recipe(like, directory, seed=seed + 1_000_003, train=train, test=test, aug=0)
         return build_dataset(task, directory, train=train, test=test, seed=seed)
     except TrmEdgeError as error:
         raise QuantizationError(f"cannot draw {task!r} calibration puzzles: {error}") from None
@@ -164,8 +172,8 @@ class Trajectories:
         return out
 
 
-def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] = (), max_steps: int | None = None,
-           halt: bool = False, threshold: float = 0.0, batch_size: int = 16,
+def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] = (), channels: Sequence[str] = (),
+           max_steps: int | None = None, halt: bool = False, threshold: float = 0.0, batch_size: int = 16,
            threads: int = 0) -> tuple[Trajectories, StepRanges | None]:
     """Run the float32 step graph ``model`` (the bundle's, or its exact prepared form) over ``examples`` from the
     bundle's initial state, recording the state fed to each supervision step and, in the same pass, the min/max
@@ -178,19 +186,23 @@ def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] =
 
     config = bundle.config
     steps = max_steps or config.halt_max_steps
-    tensors = list(tensors)
+    tensors, channels = list(tensors), list(channels)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     try:
-        session = ort.InferenceSession(range_model(model, tensors).SerializeToString(), so,
+        session = ort.InferenceSession(range_model(model, tensors, channels).SerializeToString(), so,
                                        providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's own exception types
         raise QuantizationError(f"onnxruntime cannot load the calibration graph: "
                                 f"{' '.join(str(error).split())[:300]}") from None
     graph_inputs = {i.name for i in session.get_inputs()}
     range_names = [f"__range_{op}_{i}" for i in range(len(tensors)) for op in ("ReduceMin", "ReduceMax")]
-    names = ["z_H_next", "z_L_next", "q_halt_logits", *range_names]
+    channel_names = [f"__channels_{op}_{i}" for i in range(len(channels)) for op in ("ReduceMin", "ReduceMax")]
+    names = ["z_H_next", "z_L_next", "q_halt_logits", *range_names, *channel_names]
+    n_ranges = len(range_names)
+    channel_low: dict[str, list[list[np.ndarray]]] = {t: [[] for _ in range(steps)] for t in channels}
+    channel_high: dict[str, list[list[np.ndarray]]] = {t: [[] for _ in range(steps)] for t in channels}
     inputs = np.asarray(examples.inputs, np.int32)
     n = len(inputs)
     table = None
@@ -211,8 +223,11 @@ def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] =
             out = session.run(names, feeds)
             h, lo, q = out[0], out[1], np.asarray(out[2]).reshape(-1)
             if tensors:
-                low[k] = np.minimum(low[k], np.array(out[3::2], np.float32))
-                high[k] = np.maximum(high[k], np.array(out[4::2], np.float32))
+                low[k] = np.minimum(low[k], np.array(out[3:3 + n_ranges:2], np.float32))
+                high[k] = np.maximum(high[k], np.array(out[4:3 + n_ranges:2], np.float32))
+            for i, t in enumerate(channels):
+                channel_low[t][k].append(out[3 + n_ranges + 2 * i])
+                channel_high[t][k].append(out[4 + n_ranges + 2 * i])
             if halt:
                 going = q <= threshold
                 live, h, lo = live[going], h[going], lo[going]
@@ -223,7 +238,12 @@ def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] =
     z_L = [np.concatenate([p[1] for p in parts[k]]) for k in range(last)]
     rows = [np.concatenate([p[2] for p in parts[k]]) for k in range(last)]
     trajectories = Trajectories(inputs, table, z_H, z_L, rows, halt)
-    ranges = StepRanges(tensors, low[:last], high[:last]) if tensors else None
+    ranges = None
+    if tensors:
+        ranges = StepRanges(tensors, low[:last], high[:last])
+        for t in channels:
+            ranges.channel_low[t] = np.stack([np.min(channel_low[t][k], axis=0) for k in range(last)])
+            ranges.channel_high[t] = np.stack([np.max(channel_high[t][k], axis=0) for k in range(last)])
     return trajectories, ranges
 
 
@@ -283,6 +303,20 @@ class StepRanges:
     tensors: list[str]
     low: np.ndarray
     high: np.ndarray
+    channel_low: dict[str, np.ndarray] = field(default_factory=dict)  # [steps, channels] for chosen tensors
+    channel_high: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def channel_absmax(self) -> dict[str, np.ndarray]:
+        """Per-channel max |x| over every step, for the tensors with channel statistics."""
+        return {t: np.maximum(np.abs(self.channel_low[t]), np.abs(self.channel_high[t])).max(0)
+                for t in self.channel_low}
+
+    def rescale_channels(self, tensor: str, scale: np.ndarray) -> None:
+        """The tensor's channels are divided by ``scale`` (smoothing): update its per-step and channel ranges."""
+        low, high = self.channel_low[tensor] / scale, self.channel_high[tensor] / scale
+        self.channel_low[tensor], self.channel_high[tensor] = low, high
+        i = self.tensors.index(tensor)
+        self.low[:, i], self.high[:, i] = low.min(1), high.max(1)
 
     def merged(self, steps: Sequence[int] | None = None) -> dict[str, tuple[float, float]]:
         """Ranges over the given steps (1-based; default all): what MinMax calibration on those steps yields."""
@@ -317,9 +351,10 @@ def quantized_inputs(model: onnx.ModelProto, op_types: Sequence[str]) -> list[st
     return seen
 
 
-def range_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
-    """``model`` with two extra scalar outputs per tensor, its global min and max (computed in the graph, so no
-    activation leaves the session: the 5M model's activations are ~170 MB per puzzle-step)."""
+def range_model(model: onnx.ModelProto, tensors: Sequence[str], channels: Sequence[str] = ()) -> onnx.ModelProto:
+    """``model`` with two extra scalar outputs per tensor, its global min and max, and for ``channels`` also the
+    min and max of each last-axis channel (computed in the graph, so no activation leaves the session: the 5M
+    model's activations are ~170 MB per puzzle-step)."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     graph = augmented.graph
@@ -328,6 +363,14 @@ def range_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelPro
             out = f"__range_{op}_{i}"
             graph.node.append(helper.make_node(op, [name], [out], name=f"__range/{op}/{i}", keepdims=0))
             graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+    for i, name in enumerate(channels):
+        flat = f"__channels_flat_{i}"
+        graph.node.append(helper.make_node("Flatten", [name], [flat], name=f"__channels/Flatten/{i}", axis=-1))
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"__channels_{op}_{i}"
+            graph.node.append(helper.make_node(op, [flat], [out], name=f"__channels/{op}/{i}", axes=[0],
+                                               keepdims=0))
+            graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [None]))
     return augmented
 
 

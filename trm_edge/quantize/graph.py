@@ -367,3 +367,73 @@ def retype_activations(model: onnx.ModelProto, dtype: str) -> int:
         changed += 1
     _drop_unused_initializers(graph)
     return changed
+
+
+# -- SwiGLU smoothing (calibrated, exact) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwigluPair:
+    """A SwiGLU ``down(silu(gate) * up)`` whose ``up`` and ``down`` weights are used nowhere else: a per-channel
+    scale moves from the product (the down projection's input, the hardest activation to quantize per tensor)
+    into ``up``'s columns and ``down``'s rows without changing the function."""
+
+    up_weight: str
+    down_weight: str
+    tensors: tuple[str, ...]  # the down projection's input at every call site
+
+
+def swiglu_pairs(model: onnx.ModelProto, op_types: tuple[str, ...] = ("MatMul",)) -> list[SwigluPair]:
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    uses: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            if name in inits:
+                uses[name].append(node)
+    found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for down in quantizable_nodes(model, op_types):
+        if down.op_type != "MatMul" or len(inits[down.input[1]].dims) != 2:
+            continue
+        product = producers.get(down.input[0])
+        if product is None or product.op_type != "Mul" or len(consumers[down.input[0]]) != 1:
+            continue
+        ups = [producers.get(i) for i in product.input]
+        ups = [u for u in ups if u is not None and u.op_type == "MatMul" and u.input[1] in inits
+               and len(consumers[u.output[0]]) == 1 and len(inits[u.input[1]].dims) == 2]
+        if len(ups) != 1:
+            continue
+        found[(ups[0].input[1], down.input[1])].append(down.input[0])
+    pairs = []
+    for (up_w, down_w), tensors in found.items():
+        calls = len(tensors)
+        if len(uses[up_w]) != calls or len(uses[down_w]) != calls:
+            continue  # a weight used elsewhere cannot be rescaled
+        pairs.append(SwigluPair(up_w, down_w, tuple(tensors)))
+    return pairs
+
+
+def smooth_swiglu(model: onnx.ModelProto, pairs: list[SwigluPair], channel_absmax: dict[str, np.ndarray], *,
+                  alpha: float = 0.5) -> dict[str, np.ndarray]:
+    """SmoothQuant's migration, exact for SwiGLU: s_j = amax_j^alpha / wmax_j^(1 - alpha) from the product's
+    per-channel |max| over every call site and step (``channel_absmax``) and the down weight's row maxima;
+    ``up[:, j] /= s_j``, ``down[j, :] *= s_j`` (in place). Returns the scales per pair (by down weight)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    scales = {}
+    for pair in pairs:
+        amax = np.max([channel_absmax[t] for t in pair.tensors], axis=0).astype(np.float64)
+        up = numpy_helper.to_array(inits[pair.up_weight]).astype(np.float64)
+        down = numpy_helper.to_array(inits[pair.down_weight]).astype(np.float64)
+        wmax = np.abs(down).max(axis=1)
+        s = np.power(np.maximum(amax, 1e-8), alpha) / np.power(np.maximum(wmax, 1e-8), 1.0 - alpha)
+        s = np.clip(s / np.exp(np.mean(np.log(s))), 1e-4, 1e4)  # geometric mean 1: weights keep their scale
+        inits[pair.up_weight].CopyFrom(numpy_helper.from_array((up / s[None, :]).astype(np.float32), pair.up_weight))
+        inits[pair.down_weight].CopyFrom(numpy_helper.from_array((down * s[:, None]).astype(np.float32),
+                                                                 pair.down_weight))
+        scales[pair.down_weight] = s.astype(np.float32)
+    return scales

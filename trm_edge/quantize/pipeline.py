@@ -48,11 +48,14 @@ class QuantizeOptions:
     batch_size: int = 16
     bench_steps: int = 2  # timed steps per throughput run (puzzles/s is reported for all steps)
     report: bool = True
+    smooth: float | None = 0.8  # SwiGLU smoothing strength alpha (None: off); exact, see graph.smooth_swiglu
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "--backend"))
         object.__setattr__(self, "method", parse_enum(Method, self.method, "--method"))
+        if self.smooth is not None and not 0.0 <= self.smooth <= 1.0:
+            raise QuantizationError(f"--smooth {self.smooth} must be within 0..1 (the migration strength alpha)")
         if self.max_drop is not None and self.max_drop < 0:
             raise QuantizationError(f"--max-drop {self.max_drop} must be >= 0 (exact-accuracy points)")
         for name in ("calib_n", "eval_n", "batch_size", "bench_steps"):
@@ -114,7 +117,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     from trm_edge.quantize.backends import quantize_int8
     from trm_edge.quantize.calibration import StateReader, histogram_ranges, load_calibration, quantized_inputs, record
     from trm_edge.quantize.evaluate import StateProbe, exact_accuracy, open_runtime
-    from trm_edge.quantize.graph import node_groups, prepare, resolve_excludes
+    from trm_edge.quantize.graph import node_groups, prepare, resolve_excludes, smooth_swiglu, swiglu_pairs
 
     spec = Int8Spec.from_target(target)
     if options.backend is Backend.NNCF and options.method is Method.ENTROPY:
@@ -133,10 +136,24 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
                                     f"--max-drop {options.max_drop} needs at least {need} (--val-n)")
     tensors = quantized_inputs(prepared, spec.quantize_ops)
     steps = options.calib_steps or src.config.halt_max_steps
+    pairs = swiglu_pairs(prepared, spec.quantize_ops) if options.smooth is not None else []
     log(f"calibration: {len(data.calibration)} puzzles x {steps} supervision steps of float32 trajectories "
         f"({'with' if options.calib_halt else 'without'} halting), {len(tensors)} activation tensors")
     trajectories, step_ranges = record(prepared, src, data.calibration, tensors=tensors, max_steps=steps,
+                                       channels=[t for pair in pairs for t in pair.tensors],
                                        halt=options.calib_halt, batch_size=options.batch_size)
+    smoothing = None
+    if pairs:
+        scales = smooth_swiglu(prepared, pairs, step_ranges.channel_absmax(), alpha=options.smooth)
+        for pair in pairs:
+            for tensor in pair.tensors:
+                step_ranges.rescale_channels(tensor, scales[pair.down_weight])
+        smoothing = {"alpha": options.smooth, "pairs": [
+            {"up": p.up_weight, "down": p.down_weight, "call_sites": len(p.tensors),
+             "scale_min": float(scales[p.down_weight].min()), "scale_max": float(scales[p.down_weight].max())}
+            for p in pairs]}
+        log(f"smoothing {len(pairs)} SwiGLU down-projection inputs into their up projections (alpha "
+            f"{options.smooth}; exact in float)")
     reader = StateReader(trajectories, batch_size=options.batch_size)
     ranges = step_ranges.merged()
     if options.backend is Backend.ORT and options.method is not Method.MINMAX:
@@ -190,6 +207,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
         "backend": backend_info,
         "method": options.method.value,
         "graph_passes": passes,
+        "smoothing": smoothing,
         "calibration": {**data.recipe, "steps": trajectories.steps, "states": trajectories.states,
                         "halt": options.calib_halt, "tensors": len(tensors), "file": CALIBRATION_FILE,
                         "reader": "float32 trajectories of the float bundle's step graph, every supervision step"},
