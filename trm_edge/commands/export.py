@@ -39,16 +39,18 @@ def export(
         raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
     names = _identifier_names(identifiers) if identifiers else None
 
-    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
+    from trm_edge.trm.checkpoint import halt_threshold, load_model, read_checkpoint_info
 
-    task = read_checkpoint_info(model).get("task")  # torch-free: a non-checkpoint fails fast
+    info = read_checkpoint_info(model)  # torch-free: a non-checkpoint fails fast
+    task = info.get("task")
     from trm_edge.export.exporter import export_bundle
 
     trm = load_model(model)
     log_console = err_console if as_json else console
     wanted = [p.strip() for item in puzzles or () for p in item.split(",") if p.strip()]
     path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
-                         puzzles=wanted or None, identifier_names=names, log=_printer(log_console))
+                         puzzles=wanted or None, identifier_names=names,
+                         halt_threshold=halt_threshold(info), log=_printer(log_console))
     from trm_edge.export.bundle import load_bundle
 
     manifest = load_bundle(path).manifest

@@ -121,7 +121,8 @@ def solve(
     runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps at most (default: the model's)."),
     halt: bool = typer.Option(True, "--halt/--no-halt", help="Stop a puzzle when the model says it is solved."),
-    threshold: float = typer.Option(0.0, "--threshold", help="Halt when q_halt_logits > this (0 = sigmoid 0.5)."),
+    threshold: float = typer.Option(None, "--threshold", help="Halt when q_halt_logits > this (default: the "
+                                    "model's calibrated threshold, else 0 = sigmoid 0.5)."),
     batch: int = typer.Option(16, "--batch", "-b", help="Puzzles in flight at once."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Solve the good puzzles when some are malformed."),
@@ -152,7 +153,8 @@ def solve(
         inputs = np.stack([tokens for _, tokens in parsed])
         with rt, progress(disable=len(parsed) < 32) as bar:
             task = bar.add_task("solving", total=len(parsed))
-            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold).run(
+            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt,
+                         threshold=rt.source.halt_threshold if threshold is None else threshold).run(
                 inputs, on_progress=lambda k: bar.advance(task, k))
         for (label, tokens), answer in zip(parsed, answers(out, inputs, codec), strict=True):
             if as_json:
@@ -188,7 +190,8 @@ def eval_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: the model's)."),
     halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: all steps, as the official "
                                                                "evaluation)."),
-    threshold: float = typer.Option(0.0, "--threshold", help="Halt when q_halt_logits > this."),
+    threshold: float = typer.Option(None, "--threshold", help="Halt when q_halt_logits > this (default: the "
+                                    "model's calibrated threshold, else 0)."),
     batch: int = typer.Option(64, "--batch", "-b", help="Puzzles in flight at once."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
@@ -209,7 +212,8 @@ def eval_command(
         codec = get_codec(rt.task)
     except PuzzleError:
         codec = None
-    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold)
+    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt,
+                    threshold=rt.source.halt_threshold if threshold is None else threshold)
     with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"eval {split}", total=len(examples))
         report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,

@@ -43,6 +43,7 @@ class ModelSource:
     bundle: Any = None  # trm_edge.export.bundle.Bundle when kind == "bundle"
     target: str | None = None
     precision: str = "fp32"
+    halt_threshold: float = 0.0  # the model's calibrated halting threshold (manifest loop / checkpoint halting)
 
     @property
     def label(self) -> str:
@@ -59,8 +60,9 @@ def open_source(model: str | os.PathLike) -> ModelSource:
         bundle = load_bundle(path)
         return ModelSource(kind="bundle", path=path, config=bundle.config, task=bundle.task, bundle=bundle,
                            target=getattr(bundle, "target", None),
-                           precision=str(getattr(bundle, "precision", "fp32") or "fp32"))
-    from trm_edge.trm.checkpoint import read_checkpoint_info, resolve_model_path
+                           precision=str(getattr(bundle, "precision", "fp32") or "fp32"),
+                           halt_threshold=float(bundle.manifest.get("loop", {}).get("halt_threshold", 0.0)))
+    from trm_edge.trm.checkpoint import halt_threshold, read_checkpoint_info, resolve_model_path
 
     try:
         resolved = resolve_model_path(model)
@@ -71,7 +73,8 @@ def open_source(model: str | os.PathLike) -> ModelSource:
         raise
     info = read_checkpoint_info(resolved)
     config = TRMConfig.from_dict(info["model"])
-    return ModelSource(kind="checkpoint", path=resolved, config=config, task=info.get("task"))
+    return ModelSource(kind="checkpoint", path=resolved, config=config, task=info.get("task"),
+                       halt_threshold=halt_threshold(info))
 
 
 def default_model() -> str | None:

@@ -56,6 +56,12 @@ def read_checkpoint_info(path_or_name: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def halt_threshold(info: dict[str, Any]) -> float:
+    """The halting threshold on ``q_halt_logits`` recorded in a checkpoint's config.json (``halting.threshold``,
+    calibrated on held-out puzzles of the model's distribution), else 0 (sigmoid 0.5, the official rule)."""
+    return float((info.get("halting") or {}).get("threshold", 0.0))
+
+
 def load_config(path_or_name: str | os.PathLike) -> TRMConfig:
     return TRMConfig.from_dict(read_checkpoint_info(path_or_name)["model"])
 
