@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DEMO_PUZZLE := 24.6.9..51..34.6.8...175.43.6....82...159.4.79..8.6......9..7..59826731...64.19..
 demo: $(STAMP)
-	$(BIN)/trm-edge info --preset sudoku-extreme-mlp
+	$(BIN)/trm-edge info default
+	$(BIN)/trm-edge solve $(DEMO_PUZZLE)
+	$(BIN)/trm-edge data build --like default -o .demo/puzzles --train 0 --test 200 --seed 1 --force
+	$(BIN)/trm-edge eval default --data .demo/puzzles --halt
+	$(BIN)/trm-edge verify trm_edge/models/default/bundle
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
