@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TINY_CONFIGS
 from tests.runtimes.conftest import random_ids, random_tokens
-from trm_edge.runtimes import Solver, open_runtime
+from trm_edge.runtimes import Solver, open_runtime, open_source
 from trm_edge.runtimes.evaluate import Examples, free_running, teacher_forced
 from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
 from trm_edge.runtimes.torch_ref import TorchRuntime
@@ -90,14 +90,14 @@ def test_unknown_provider_is_refused(bundles):
 
 @pytest.mark.slow
 def test_default_model_whole_puzzles_agree(tmp_path):
-    """On the trained default model, held-out puzzles of its own distribution: the onnxruntime bundle
-    gives the torch reference's answers (>= 99.5% of puzzles identical), and ``--halt`` lowers the mean
-    steps while losing at most 1 point of exact accuracy."""
+    """The shipped default model on held-out puzzles of its own distribution: its bundle on onnxruntime
+    gives the torch reference's answers (>= 99.5% of puzzles identical), and halting at the model's
+    calibrated threshold lowers the mean steps while losing at most 1 point of exact accuracy."""
     from trm_edge.runtimes.base import default_model
 
-    if default_model() is None:
+    shipped = default_model()
+    if shipped is None:
         pytest.skip("no default model shipped yet")
-    from trm_edge.export import export_bundle
     from trm_edge.puzzles.build import build_from_recipe
     from trm_edge.runtimes.evaluate import accuracy, read_examples
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
@@ -105,14 +105,17 @@ def test_default_model_whole_puzzles_agree(tmp_path):
     recipe = read_checkpoint_info("default").get("data_recipe")
     if not recipe:
         pytest.skip("the default model records no data recipe")
-    build_from_recipe(recipe, tmp_path / "data", seed=20261125, train=1, test=200)
+    build_from_recipe(recipe, tmp_path / "data", seed=20261125, train=0, test=200)
     model = load_model("default")
     examples = read_examples(str(tmp_path / "data"), "test", config=model.config)
-    bundle = export_bundle(model, tmp_path / "bundle", target="cpu", task="sudoku")
+    source = open_source(shipped)
+    threshold = getattr(source, "halt_threshold", 0.0)
     exact = {}
-    with TorchRuntime.from_model(model) as ref, open_runtime(bundle) as ort:
+    with TorchRuntime.from_model(model) as ref, open_runtime(source) as ort:
+        assert ort.name == "onnxruntime"
         for halt in (False, True):
-            runs = [Solver(rt, batch_size=32, halt=halt).run(examples.inputs) for rt in (ref, ort)]
+            runs = [Solver(rt, batch_size=32, halt=halt, threshold=threshold).run(examples.inputs)
+                    for rt in (ref, ort)]
             report = free_running(runs[0], runs[1], examples)
             assert report["answer_agreement"] >= 0.995, report
             exact[halt] = (accuracy(runs[1].preds, examples.labels, examples.ignore_label_id)[0].mean(),
