@@ -176,7 +176,7 @@ def _print_answer(label: str, codec, tokens, answer) -> None:
     stop = "halted" if answer.halted else "max steps"
     console.print(table)
     console.print(f"{mark}  steps {answer.steps} ({stop})  confidence {answer.confidence:.3f}")
-    console.print(answer.solution, markup=False, highlight=False)
+    console.print(answer.solution, markup=False, highlight=False, soft_wrap=True)
 
 
 # -- eval --------------------------------------------------------------------------------------------
