@@ -116,8 +116,9 @@ def test_step1_calibration_costs_accuracy_on_the_trained_model(tmp_path):
     from trm_edge.export import export_bundle, load_bundle
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
 
-    path = export_bundle(load_model("default"), tmp_path / "fp32", target="x86-avx512",
-                         task=read_checkpoint_info("default").get("task"), validation_steps=1)
+    info = read_checkpoint_info("default")
+    path = export_bundle(load_model("default"), tmp_path / "fp32", target="x86-avx512", task=info.get("task"),
+                         checkpoint_info=info, validation_steps=1)
     b = load_bundle(path)
     spec = Int8Spec.from_target(get_target("x86-avx512"))
     prepared, _ = prepare(onnx.load(str(b.step_graph_path)))

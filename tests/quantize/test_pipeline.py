@@ -211,3 +211,14 @@ def test_cli_errors_are_one_line_and_json_output(bundle, x86_int8, tmp_path):
     assert out["precision"] == "int8" and out["quantization"]["excluded_nodes"] == ["/lm_head/MatMul"]
     assert out["quantization"]["exclude_reasons"] == {"*lm_head*": "--exclude"}
     shutil.rmtree(tmp_path / "b")
+
+
+def test_max_drop_is_measured_on_validation_puzzles_and_recorded(bundle, tmp_path):
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    result = quantize_bundle(bundle(), tmp_path / "controlled", _options(max_drop=5.0, val_n=20))
+    control = load_bundle(result.output).manifest["quantization"]["accuracy_control"]
+    assert control["max_drop_points"] == 5.0 and control["met"] and control["steps"]
+    assert result.quantization["calibration"]["validation_puzzles"] == 20
+    assert result.quantization["smoothing"]["alpha"] == 0.8 and len(result.quantization["smoothing"]["pairs"]) == 4
