@@ -39,7 +39,7 @@ def export(
         raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
     names = _identifier_names(identifiers) if identifiers else None
 
-    from trm_edge.trm.checkpoint import halt_threshold, load_model, read_checkpoint_info
+    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
 
     info = read_checkpoint_info(model)  # torch-free: a non-checkpoint fails fast
     task = info.get("task")
@@ -50,7 +50,7 @@ def export(
     wanted = [p.strip() for item in puzzles or () for p in item.split(",") if p.strip()]
     path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
                          puzzles=wanted or None, identifier_names=names,
-                         halt_threshold=halt_threshold(info), log=_printer(log_console))
+                         checkpoint_info=info, log=_printer(log_console))
     from trm_edge.export.bundle import load_bundle
 
     manifest = load_bundle(path).manifest

@@ -30,6 +30,7 @@ from trm_edge.export.validate import (
 )
 from trm_edge.io import atomic_directory
 from trm_edge.targets import Target, get_target
+from trm_edge.trm.checkpoint import halt_threshold
 
 GRAPHS = ("step", "unrolled")
 VALIDATION_PUZZLES = 2
@@ -52,7 +53,7 @@ def export_bundle(
     validation_inputs: np.ndarray | None = None,
     validation_steps: int | None = None,
     external_data_threshold: int = passes.EXTERNAL_DATA_THRESHOLD,
-    halt_threshold: float = 0.0,
+    checkpoint_info: dict[str, Any] | None = None,
     log: Log | None = None,
 ) -> Path:
     """Export ``model`` (a ``TRM``) for ``target`` into the bundle directory ``output`` and return its path.
@@ -63,8 +64,9 @@ def export_bundle(
       augmented names ``task|||...``) of a many-identifier model's table; ``identifier_names`` are the
       dataset's names (its identifiers.json), index = identifier.
     - ``validation_inputs``: real puzzles' tokens ``[P, seq_len]`` (default: puzzle-like samples).
-    - ``halt_threshold``: the model's calibrated halting threshold on ``q_halt_logits`` (its checkpoint's
-      ``halting.threshold``), recorded as ``loop.halt_threshold`` for the solver's default.
+    - ``checkpoint_info``: the checkpoint's config.json (``read_checkpoint_info``); its calibrated halting
+      threshold becomes ``loop.halt_threshold`` (the solver's default) and its ``data_recipe`` is kept, so
+      that quantization can draw calibration puzzles from the model's own distribution.
     Validation runs on every export and raises ``ValidationError`` listing every failed output;
     nothing is left at ``output`` on any error. ``log`` receives progress and check lines.
     """
@@ -120,7 +122,8 @@ def export_bundle(
             log(line)
         raise_for_failures_all(reports)
 
-        manifest = _manifest(model, profile, task, graphs, reports, golden_steps, table, started, halt_threshold)
+        manifest = _manifest(model, profile, task, graphs, reports, golden_steps, table, started,
+                             checkpoint_info or {})
         if table is not None:
             table.write(tmp / B.PUZZLE_EMB_FILE, tmp / B.IDENTIFIERS_FILE)
         np.savez(tmp / B.GOLDEN_FILE, **golden)  # stored, not deflated: simple for C++/Rust npz readers
@@ -196,7 +199,7 @@ def _graph_entry(built, files: list[Path], root: Path, batch: int | None) -> dic
 
 
 def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table: PuzzleTable | None,
-              started: float, halt_threshold: float) -> dict[str, Any]:
+              started: float, checkpoint_info: dict[str, Any]) -> dict[str, Any]:
     import onnxruntime
     import torch
 
@@ -217,11 +220,12 @@ def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table
         "loop": {
             "max_steps": cfg.halt_max_steps,
             "halt": "a puzzle may stop after the first step whose q_halt_logits > halt_threshold",
-            "halt_threshold": float(halt_threshold),
+            "halt_threshold": halt_threshold(checkpoint_info),
             "state_shape": ["batch", cfg.total_len, cfg.hidden_size],
             "answer": "argmax of logits over the last axis, per position",
         },
         "codec": codec(task, cfg),
+        **({"data_recipe": checkpoint_info["data_recipe"]} if checkpoint_info.get("data_recipe") else {}),
         "versions": {
             "trm-edge": __version__,
             "torch": torch.__version__,
