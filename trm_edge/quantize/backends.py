@@ -7,7 +7,10 @@ and return a Q/DQ graph in which only the weight GEMMs' inputs are quantized.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,20 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     return model, info
 
 
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Silence the tools' advice on the root logger ("consider pre-processing": we run our own passes)."""
+    loggers = [logging.getLogger(n) for n in ("", *names)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -61,8 +78,9 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
         onnx.save(prepared, str(src))
         save_tensors_data(tensors_data(ranges, CalibrationMethod.MinMax), cache)
         try:
-            quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude), **args)
+            with _quiet():
+                quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
+                                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude), **args)
         except (ValueError, RuntimeError, KeyError, onnx.checker.ValidationError) as error:
             raise QuantizationError(f"onnxruntime quantization failed: {' '.join(str(error).split())[:300]}") \
                 from None
@@ -103,10 +121,11 @@ def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method
     items = list(reader)
     scope = nncf.IgnoredScope(names=list(exclude), types=other_types, validate=False)
     try:
-        model = nncf.quantize(prepared, nncf.Dataset(items), subset_size=len(items),
-                              preset=nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations
-                              else nncf.QuantizationPreset.MIXED,
-                              ignored_scope=scope, advanced_parameters=params)
+        with _quiet("nncf"):
+            preset = (nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations
+                      else nncf.QuantizationPreset.MIXED)
+            model = nncf.quantize(prepared, nncf.Dataset(items), subset_size=len(items), preset=preset,
+                                  ignored_scope=scope, advanced_parameters=params)
     except Exception as error:  # NNCF raises many internal types; report it as one line
         raise QuantizationError(f"NNCF quantization failed: {type(error).__name__}: "
                                 f"{' '.join(str(error).split())[:300]}") from None
