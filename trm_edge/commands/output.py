@@ -35,15 +35,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def progress(*, disable: bool = False) -> Progress:
-    """A progress bar with ETA on stderr (stdout stays clean for ``--json``)."""
+def progress(*extra: TextColumn, disable: bool = False, transient: bool = True) -> Progress:
+    """A progress bar with ETA on stderr (stdout stays clean for ``--json``); ``extra`` columns go last."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        *extra,
         console=err_console,
         disable=disable,
-        transient=True,
+        transient=transient,
     )

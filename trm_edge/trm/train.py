@@ -603,19 +603,11 @@ def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:
 
 
 def _progress_bar(*, enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True), disable=not enabled)
+    from trm_edge.commands.output import progress
+
+    return progress(TextColumn("{task.fields[status]}"), disable=not enabled, transient=False)
 
 
 # -- from the command line ---------------------------------------------------------------------------
