@@ -38,8 +38,12 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     targets = [n.name for n in quantizable_nodes(prepared, spec.quantize_ops)]
     quantized = {n for n in targets if n not in excluded}
     rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
+    from trm_edge.export.passes import dedupe_initializers
+
+    merged = dedupe_initializers(model)  # e.g. equal per-channel zero-point vectors of same-shaped weights
     info = {"backend": backend.value, "tool": tool, "quantized_nodes": len(quantized),
-            "float_nodes": sorted(excluded & set(targets)), "float_consumers_rewired": rewired}
+            "float_nodes": sorted(excluded & set(targets)), "float_consumers_rewired": rewired,
+            "initializers_merged": merged}
     return model, info
 
 
