@@ -19,20 +19,20 @@ REPORT_PNG = "parity.png"
 
 
 def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int | None = None,
-           log=lambda s: None) -> dict[str, Any]:
+           threshold: float = 0.0, log=lambda s: None) -> dict[str, Any]:
     """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``."""
     from trm_edge.runtimes.evaluate import evaluate, free_running, teacher_forced
     from trm_edge.runtimes.solver import Solver
 
     steps = max_steps or float_rt.config.halt_max_steps
-    report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps}
+    report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps, "halt_threshold": threshold}
     runs = {}
     for halt in (False, True):
         for name, rt in (("float", float_rt), ("quantized", quant_rt)):
             mode = "halting" if halt else "all steps"
             log(f"evaluating the {name} graph on {len(examples)} held-out puzzles ({mode})")
-            metrics, out = evaluate(rt, examples, solver=Solver(rt, batch_size=batch_size, max_steps=steps,
-                                                                  halt=halt))
+            solver = Solver(rt, batch_size=batch_size, max_steps=steps, halt=halt, threshold=threshold)
+            metrics, out = evaluate(rt, examples, solver=solver)
             runs[(name, halt)] = (metrics, out)
     (mf, of), (mq, oq) = runs[("float", False)], runs[("quantized", False)]
     report["accuracy"] = {
@@ -50,7 +50,8 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
         "answer_agreement": float(np.all(ohf.preds == ohq.preds, axis=-1).mean()) if len(examples) else 0.0,
     }
     log("teacher-forced per-step divergence")
-    report["per_step"] = teacher_forced(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size)
+    report["per_step"] = teacher_forced(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size,
+                                        threshold=threshold)
     return report
 
 
