@@ -9,6 +9,12 @@ PyTorch eager fp32. The machine is shared: read ratios, not absolute numbers.
     .venv/bin/python benchmarks/quantize_formats.py --only torch,ort-fp32,qdq-u8s8-split --rounds 5
     .venv/bin/python benchmarks/quantize_formats.py --profile qdq-u8s8-split   # per-op-type kernel times
 
+Results on the 2-core EPYC (quiet moment, 2026-11-25, best of 3; s per supervision step at batch 16):
+torch eager fp32 1.83 | ORT fp32 (bundle graph) 2.13 | ORT fp32 prepared 1.84 | ORT default QDQ u8s8 1.47 |
+trm_edge.quantize x86 (prepared, float consumers) 0.76 = 537 GOP/s | dynamic 0.74 | NNCF on prepared 0.74 |
+s8s8 symmetric (Jetson format on CPU) 1.62 | NNCF out of the box 2.41 | weights via Identity (raw export) 2.29.
+The ``ours`` variants skip SwiGLU smoothing (it rescales weights only: same graph, same speed).
+
 Variants (``--list``): fp32 torch/onnxruntime at each graph optimisation level, and int8 as Q/DQ (u8 x s8,
 s8 x s8 symmetric, with/without quantized MatMul outputs), QOperator, dynamic and NNCF, on the exported graph
 and on the graph after the exact pre-quantization passes (onnxslim constant folding + SwiGLU weight split).
