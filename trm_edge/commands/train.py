@@ -42,6 +42,9 @@ def train(
 
     if dist.is_initialized():
         rank = dist.get_rank()
+        # Every rank reaches teardown before any closes its gloo pairs: a rank that tore down while its peer
+        # was still finishing aborted once in CI ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
         if rank != 0:
             return
