@@ -154,11 +154,33 @@ def test_bench_json_and_plot(bundles, tmp_path):
     result = run("bench", str(bundle), "--batch", "1", "--batch", "3", "--max-steps", "2", "--repeats", "2",
                  "--warmup", "0", "--plot", str(plot), "--json")
     report = json.loads(result.stdout)
-    assert [r["batch"] for r in report["results"]] == [1, 3]
-    for r in report["results"]:
+    (entry,) = report["models"]
+    assert [r["batch"] for r in entry["results"]] == [1, 3] and report["baseline"] == entry["model"] == str(bundle)
+    for r in entry["results"]:
         assert r["mean_steps"] == 2 and r["puzzles_per_s"] > 0 and r["step_ms_p95"] >= r["step_ms_p50"] > 0
-        assert r["gflops"] > 0 and r["peak_rss_mb"] > 0
+        assert r["gflops"] > 0 and r["peak_rss_mb"] > 0 and r["speedup"] == 1.0 and r["repeats"] == 2
     assert plot.stat().st_size > 1000
+
+
+def test_bench_several_models_side_by_side(bundles, checkpoint):
+    _, bundle = bundles("mlp")
+    result = run("bench", str(checkpoint), str(bundle), "--batch", "2", "--max-steps", "1", "--repeats", "3",
+                 "--json")
+    report = json.loads(result.stdout)
+    torch_entry, ort_entry = report["models"]
+    assert torch_entry["runtime"]["runtime"] == "torch" and ort_entry["runtime"]["runtime"] == "onnxruntime"
+    (base,), (other,) = torch_entry["results"], ort_entry["results"]
+    assert base["speedup"] == 1.0 and other["repeats"] == 3
+    assert other["speedup"] == pytest.approx(other["puzzles_per_s"] / base["puzzles_per_s"])
+    table = run("bench", str(checkpoint), str(bundle), "--batch", "2", "--max-steps", "1", "--repeats", "1").output
+    assert "speedup" in table and "torch" in table and "onnxruntime" in table
+
+
+def test_bench_runtime_count_must_match_models(bundles, checkpoint):
+    _, bundle = bundles("mlp")
+    result = cli("bench", str(checkpoint), str(bundle), str(bundle), "-r", "torch", "-r", "onnxruntime")
+    assert result.returncode == 2 and result.stderr.strip() == ("error: --runtime is given 2 times for 3 models: "
+                                                                "give it once for all, or once per model")
 
 
 def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpoint, sudoku_data, tmp_path):

@@ -243,81 +243,116 @@ def eval_command(
 
 
 def bench(
-    model: str = typer.Argument(None, help=MODEL_HELP),
-    runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
+    models: list[str] = typer.Argument(None, help=MODEL_HELP + " Several are timed side by side (their runs "
+                                       "interleaved) and compared with the first.", show_default=False),
+    runtime: list[str] = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP + " Once for all models, or "
+                                      "once per model in order."),
     batch: list[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: all of the model's)."),
     halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: run every step)."),
     data: Path = typer.Option(None, "--data", help="Take puzzles from this dataset (default: random tokens)."),
     split: str = typer.Option("test", "--split"),
-    repeats: int = typer.Option(5, "--repeats", help="Timed runs per batch size."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs per batch size (and model)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed runs first."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of latency and throughput vs batch."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory."""
+    """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory.
+
+    With several models (say a float and an INT8 bundle), each round runs every model once, so that load from
+    elsewhere hits all alike, and puzzles/s is reported as a ratio to the first model.
+    """
+    import contextlib
     import time
 
-    from trm_edge.runtimes.evaluate import bench as run_bench
-    from trm_edge.runtimes.evaluate import random_inputs, read_examples
+    from trm_edge.runtimes.evaluate import bench_side_by_side, random_inputs, read_examples
 
     if any(b < 1 for b in batch) or repeats < 1 or warmup < 0:
         raise TrmEdgeError("--batch and --repeats must be at least 1, --warmup at least 0")
-    rt = _open(model, runtime, threads=threads)
+    models = list(models or [None])
+    runtimes = list(runtime or [None])
+    if len(runtimes) == 1:
+        runtimes *= len(models)
+    if len(runtimes) != len(models):
+        raise TrmEdgeError(f"--runtime is given {len(runtimes)} times for {len(models)} models: give it once for "
+                           "all, or once per model")
+    rts = [_open(m, r, threads=threads) for m, r in zip(models, runtimes, strict=True)]
+    if len({rt.config.seq_len for rt in rts}) > 1:
+        raise TrmEdgeError("the models to compare take puzzles of different lengths: "
+                           f"{', '.join(f'{rt.source.path}: {rt.config.seq_len}' for rt in rts)}")
     ids = None
     if data is not None:
-        examples = read_examples(str(data), split, config=rt.config)
+        examples = read_examples(str(data), split, config=rts[0].config)
         inputs, ids = examples.inputs, examples.puzzle_identifiers
     else:
-        inputs = random_inputs(rt.config, max(batch))
-    results = []
-    start = time.perf_counter()
-    rt.load()
-    load_s = time.perf_counter() - start
-    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
-        task = bar.add_task("bench", total=len(batch) * (repeats + warmup))
+        inputs = random_inputs(rts[0].config, max(batch))
+    entries = []
+    with contextlib.ExitStack() as stack, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        for rt in rts:
+            start = time.perf_counter()
+            stack.enter_context(rt)  # loads it
+            entries.append({"model": str(rt.source.path), "load_s": time.perf_counter() - start, "results": []})
+        task = bar.add_task("bench", total=len(batch) * (repeats + warmup) * len(rts))
         for b in batch:
-            results.append(run_bench(rt, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
-                                     warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task)))
-        info = rt.describe()
-    report = {"model": str(rt.source.path), "runtime": info, "data": str(data) if data else "random",
-              "load_s": load_s, "results": results}
+            rows = bench_side_by_side(rts, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
+                                      warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task))
+            for entry, row in zip(entries, rows, strict=True):
+                entry["results"].append(row)
+        for entry, rt in zip(entries, rts, strict=True):
+            entry["runtime"] = rt.describe()
+    for entry in entries:
+        for row, base in zip(entry["results"], entries[0]["results"], strict=True):
+            row["speedup"] = row["puzzles_per_s"] / base["puzzles_per_s"]
+    report = {"data": str(data) if data else "random", "baseline": entries[0]["model"], "models": entries}
     if plot is not None:
-        _plot_bench(results, plot, title=f"{Path(str(rt.source.path)).name} on {info['runtime']}")
+        _plot_bench(entries, plot)
         report["plot"] = str(plot)
     if as_json:
         print_json(report)
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"bench {rt.source.path} on {info['runtime']} ({report['data']} puzzles; "
-                        f"load {load_s:.2f} s)")
-    for col in ("batch", "steps", "step p50 ms", "step p95 ms", "puzzle p50 s", "puzzle p95 s", "puzzles/s",
-                "GFLOP/s", "peak RSS MB"):
+    table = Table(title=f"bench, {report['data']} puzzles (medians; p95 and peak memory in --json)",
+                  caption="speedup: puzzles/s over the first model's", box=box.SIMPLE_HEAD, pad_edge=False)
+    rows_label = [_label(e).replace(" (", "\n(") for e in entries]
+    table.add_column("model", overflow="fold", min_width=min(max(len(w) for label in rows_label
+                                                                 for w in label.split("\n")), 24))
+    for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s"):
         table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(str(r["batch"]), f"{r['mean_steps']:.2f}", f"{r['step_ms_p50']:.1f}", f"{r['step_ms_p95']:.1f}",
-                      f"{r['puzzle_s_p50']:.3f}", f"{r['puzzle_s_p95']:.3f}", f"{r['puzzles_per_s']:.2f}",
-                      f"{r['gflops']:.1f}" if r["gflops"] else "-", f"{r['peak_rss_mb']:.0f}")
+    for entry, label in zip(entries, rows_label, strict=True):
+        for r in entry["results"]:
+            table.add_row(label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
+                          f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x",
+                          f"{r['gflops']:.1f}" if r["gflops"] else "-")
     console.print(table)
+    loads = ", ".join(f"{_label(e)} {e['load_s']:.2f} s" for e in entries)
+    console.print(f"load: {loads}")
 
 
-def _plot_bench(results: list[dict[str, Any]], path: Path, *, title: str) -> None:
+def _label(entry: dict[str, Any]) -> str:
+    return f"{Path(entry['model']).name or entry['model']} ({entry['runtime']['runtime']})"
+
+
+def _plot_bench(entries: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    batches = [r["batch"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(batches, [r["puzzle_s_p50"] for r in results], "o-", label="p50")
-    left.plot(batches, [r["puzzle_s_p95"] for r in results], "o--", label="p95")
+    for entry in entries:
+        label = _label(entry)
+        batches = [r["batch"] for r in entry["results"]]
+        (line,) = left.plot(batches, [r["puzzle_s_p50"] for r in entry["results"]], "o-", label=f"{label} p50")
+        left.plot(batches, [r["puzzle_s_p95"] for r in entry["results"]], "o--", color=line.get_color(),
+                  label=f"{label} p95")
+        right.plot(batches, [r["puzzles_per_s"] for r in entry["results"]], "o-", label=label)
     left.set(xlabel="batch", ylabel="puzzle latency (s)", xscale="log", title="latency")
-    left.legend()
-    right.plot(batches, [r["puzzles_per_s"] for r in results], "o-")
+    left.legend(fontsize="small")
     right.set(xlabel="batch", ylabel="puzzles / s", xscale="log", title="throughput")
-    fig.suptitle(title)
+    right.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -57,21 +57,17 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
 
 def throughput(float_rt, quant_rt, inputs: np.ndarray, *, batch_size: int = 16, steps: int = 2, rounds: int = 2,
                log=lambda s: None) -> dict[str, Any]:
-    """``trm-edge bench``'s measurement (runtimes.evaluate.bench, no halting) of both, interleaved ``rounds``
-    times; the best round of each. ``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the
+    """``trm-edge bench FLOAT QUANTIZED``'s measurement (runtimes.evaluate.bench_side_by_side, no halting, runs
+    interleaved ``rounds`` times). ``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the
     median step latency at ``batch_size``."""
-    from trm_edge.runtimes.evaluate import bench
+    from trm_edge.runtimes.evaluate import bench_side_by_side
 
     full = float_rt.config.halt_max_steps
-    best: dict[str, dict[str, Any]] = {}
-    for _ in range(rounds):
-        for name, rt in (("float", float_rt), ("quantized", quant_rt)):
-            log(f"bench {name}: batch {batch_size}, {steps} steps")
-            r = bench(rt, inputs, batch_size=batch_size, max_steps=steps, halt=False, repeats=1, warmup=1)
-            if name not in best or r["step_ms_p50"] < best[name]["step_ms_p50"]:
-                best[name] = r
+    log(f"bench float and quantized side by side: batch {batch_size}, {steps} steps, {rounds} rounds")
+    rows = bench_side_by_side([float_rt, quant_rt], inputs, batch_size=batch_size, max_steps=steps, halt=False,
+                              repeats=rounds, warmup=1)
     out: dict[str, Any] = {"batch": batch_size, "timed_steps": steps, "rounds": rounds, "full_steps": full}
-    for name, r in best.items():
+    for name, r in zip(("float", "quantized"), rows, strict=True):
         out[name] = {"step_ms": r["step_ms_p50"], "puzzles_per_s": batch_size / (r["step_ms_p50"] / 1e3 * full),
                      "gop_per_s": r["gflops"]}
     out["speedup"] = out["quantized"]["puzzles_per_s"] / out["float"]["puzzles_per_s"]

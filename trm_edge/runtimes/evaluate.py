@@ -285,40 +285,58 @@ def bench(runtime: Runtime, inputs: np.ndarray, *, batch_size: int, max_steps: i
           repeats: int, warmup: int, puzzle_identifiers: np.ndarray | None = None,
           on_run: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Warm up, then solve one batch of ``batch_size`` puzzles ``repeats`` times; latency statistics."""
-    solver = Solver(runtime, batch_size=batch_size, max_steps=max_steps, halt=halt)
+    return bench_side_by_side([runtime], inputs, batch_size=batch_size, max_steps=max_steps, halt=halt,
+                              repeats=repeats, warmup=warmup, puzzle_identifiers=puzzle_identifiers,
+                              on_run=on_run)[0]
+
+
+def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch_size: int,
+                       max_steps: int | None, halt: bool, repeats: int, warmup: int,
+                       puzzle_identifiers: np.ndarray | None = None,
+                       on_run: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+    """``bench`` for several runtimes on the same batch, their timed runs interleaved (round robin), so that
+    load from elsewhere on a shared machine hits all of them alike and their ratios mean something."""
     batch = inputs[:batch_size]
     if len(batch) < batch_size:
         batch = np.resize(inputs, (batch_size, inputs.shape[1]))
     ids = None if puzzle_identifiers is None else np.resize(puzzle_identifiers, batch_size)
-    runtime.load()
-    for _ in range(warmup):
-        solver.run(batch, ids)
-        if on_run is not None:
-            on_run()
-    runs, step_seconds, step_rows, steps = [], [], [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = solver.run(batch, ids)
-        runs.append(time.perf_counter() - start)
-        step_seconds += out.step_seconds
-        step_rows += out.step_rows
-        steps.append(out.steps.mean())
-        if on_run is not None:
-            on_run()
-    flops = flops_per_step(runtime.config) * float(np.sum(step_rows))
-    step_total = float(np.sum(step_seconds))
+    solvers = [Solver(rt, batch_size=batch_size, max_steps=max_steps, halt=halt) for rt in runtimes]
+    timings: list[dict[str, list[float]]] = [{"runs": [], "step_seconds": [], "step_rows": [], "steps": []}
+                                             for _ in runtimes]
+    for rt in runtimes:
+        rt.load()
+    for round_index in range(warmup + repeats):
+        for solver, timing in zip(solvers, timings, strict=True):
+            start = time.perf_counter()
+            out = solver.run(batch, ids)
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                timing["runs"].append(elapsed)
+                timing["step_seconds"] += out.step_seconds
+                timing["step_rows"] += out.step_rows
+                timing["steps"].append(float(out.steps.mean()))
+            if on_run is not None:
+                on_run()
+    return [_latency_summary(rt, solver, t, batch_size=batch_size, halt=halt)
+            for rt, solver, t in zip(runtimes, solvers, timings, strict=True)]
+
+
+def _latency_summary(runtime: Runtime, solver: Solver, t: dict[str, list[float]], *, batch_size: int,
+                     halt: bool) -> dict[str, Any]:
+    flops = flops_per_step(runtime.config) * float(np.sum(t["step_rows"]))
+    step_total = float(np.sum(t["step_seconds"]))
     return {
         "batch": batch_size,
         "max_steps": solver.max_steps,
         "halt": halt,
-        "repeats": repeats,
-        "mean_steps": float(np.mean(steps)),
-        "step_ms_p50": 1e3 * percentile(step_seconds, 50),
-        "step_ms_p95": 1e3 * percentile(step_seconds, 95),
-        "puzzle_s_p50": percentile(runs, 50),  # a puzzle's latency: its whole batch's run
-        "puzzle_s_p95": percentile(runs, 95),
-        "puzzles_per_s": batch_size / percentile(runs, 50),
+        "repeats": len(t["runs"]),
+        "mean_steps": float(np.mean(t["steps"])),
+        "step_ms_p50": 1e3 * percentile(t["step_seconds"], 50),
+        "step_ms_p95": 1e3 * percentile(t["step_seconds"], 95),
+        "puzzle_s_p50": percentile(t["runs"], 50),  # a puzzle's latency: its whole batch's run
+        "puzzle_s_p95": percentile(t["runs"], 95),
+        "puzzles_per_s": batch_size / percentile(t["runs"], 50),
         "gflops": flops / step_total / 1e9 if step_total else None,
         "gflop_per_step": flops_per_step(runtime.config) / 1e9,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),  # of the process: with several runtimes, of all of them together
     }
