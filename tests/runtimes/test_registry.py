@@ -86,3 +86,15 @@ def test_jetson_bundle_falls_back_to_onnxruntime_without_an_engine(bundles, monk
     source = open_source(bundle)
     monkeypatch.setattr(source, "target", "jetson")  # runtimes: [tensorrt, onnxruntime]
     assert default_runtime(source) == "onnxruntime"  # no engine built (and no TensorRT here)
+
+
+@pytest.mark.parametrize(("device", "available", "expected"), [
+    ("cpu", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    (None, ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_onnxruntime_providers_end_with_cpu_once(device, available, expected):
+    from trm_edge.runtimes.ort import select_providers
+
+    assert select_providers(device, available) == expected

@@ -75,7 +75,7 @@ def select_providers(device: str | None, available: list[str]) -> list[str]:
     chain = [wanted]
     if device == "tensorrt" and PROVIDERS["cuda"] in available:
         chain.append(PROVIDERS["cuda"])  # nodes TensorRT rejects fall back to CUDA, then CPU
-    return [*chain, PROVIDERS["cpu"]]
+    return list(dict.fromkeys([*chain, PROVIDERS["cpu"]]))  # CPU last, once
 
 
 class OnnxRuntime(Runtime):
