@@ -34,6 +34,19 @@ def test_stablemax_is_finite_for_huge_logits():
     assert torch.isfinite(stablemax_cross_entropy(logits, torch.tensor([[0]]))).all()
 
 
+@pytest.mark.parametrize("value", [1.0, 0.0, -1.0])
+def test_stablemax_gradient_is_finite_at_every_logit(value):
+    # a logit of exactly 1 made the masked 1/(1-x) branch's gradient 0 * inf = NaN (a training run died of it)
+    logits = torch.tensor([[[value, 0.5, -2.0]]], requires_grad=True)
+    stablemax_cross_entropy(logits, torch.tensor([[0]])).sum().backward()
+    s = 1 + max(value, 0) if value >= 0 else 1 / (1 - value)
+    ds = 1.0 if value >= 0 else 1 / (1 - value) ** 2
+    total = s + 1.5 + 1 / 3  # s(0.5) = 1.5, s(-2) = 1/3
+    # d/dx0 of -log(s0 / sum s) = -(ds/s - ds/total)
+    assert logits.grad[0, 0, 0].item() == pytest.approx(-(ds / s - ds / total))
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_act_loss_by_hand():
     # sample 0: both cells right (argmax 1 and 0); sample 1: one of its two valid cells wrong, one ignored
     logits = torch.tensor([

@@ -281,21 +281,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
 
 
-def bench(runtime: Runtime, inputs: np.ndarray, *, batch_size: int, max_steps: int | None, halt: bool,
-          repeats: int, warmup: int, puzzle_identifiers: np.ndarray | None = None,
-          on_run: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Warm up, then solve one batch of ``batch_size`` puzzles ``repeats`` times; latency statistics."""
-    return bench_side_by_side([runtime], inputs, batch_size=batch_size, max_steps=max_steps, halt=halt,
-                              repeats=repeats, warmup=warmup, puzzle_identifiers=puzzle_identifiers,
-                              on_run=on_run)[0]
-
-
 def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch_size: int,
                        max_steps: int | None, halt: bool, repeats: int, warmup: int,
                        puzzle_identifiers: np.ndarray | None = None,
                        on_run: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
-    """``bench`` for several runtimes on the same batch, their timed runs interleaved (round robin), so that
-    load from elsewhere on a shared machine hits all of them alike and their ratios mean something."""
+    """Warm up, then solve one batch of ``batch_size`` puzzles ``repeats`` times on each runtime; latency
+    statistics per runtime. The runs are interleaved (round robin), so that load from elsewhere on a shared
+    machine hits all runtimes alike and their ratios mean something."""
     batch = inputs[:batch_size]
     if len(batch) < batch_size:
         batch = np.resize(inputs, (batch_size, inputs.shape[1]))

@@ -16,8 +16,12 @@ Q_HALT_LOSS_WEIGHT = 0.5  # the official ACTLossHead: lm_loss + 0.5 * q_halt_los
 
 
 def stablemax_s(x: torch.Tensor) -> torch.Tensor:
-    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0: positive, monotone, linear growth (no exp overflow)."""
-    return torch.where(x < 0, 1 / (1 - x), x + 1)
+    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0: positive, monotone, linear growth (no exp overflow).
+
+    The ``1 / (1 - x)`` branch sees ``min(x, 0)``: ``torch.where`` differentiates both branches, and at a
+    logit of exactly 1 the unclamped branch's infinite derivative times the zero it is masked with is NaN
+    (it stopped the default model's training run at step 2,496; the official code adds 1e-30 for this)."""
+    return torch.where(x < 0, 1 / (1 - x.clamp(max=0)), x + 1)
 
 
 def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
