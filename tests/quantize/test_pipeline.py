@@ -36,6 +36,7 @@ def test_x86_bundle_is_u8_activations_s8_per_channel_weights(x86_int8):
     assert b.precision == "int8" and b.manifest["graphs"]["step"]["precision"] == "int8"
     q = b.manifest["quantization"]
     assert q["format"]["label"] == "qdq-u8s8-per-channel" and q["backend"]["backend"] == "ort"
+    assert q["method"] == "minmax"  # u8 activations' default: nothing met at any depth is clipped
     assert q["calibration"]["steps"] == b.config.halt_max_steps and q["calibration"]["states"] == 16 * 4
     assert q["verify"]["ok"] and q["sizes"]["ratio"] < 0.45  # tiny model: norms/embeddings weigh more than at 5M
     model = onnx.load(str(b.step_graph_path))
@@ -83,6 +84,7 @@ def test_jetson_bundle_has_only_int8_zero_points(bundle, tmp_path):
     assert all(z is not None and z.dtype == np.int8 and not z.any() for _, _, z in points)
     assert not check_target(model, get_target("jetson-orin-nano"))
     assert result.quantization["format"]["label"] == "qdq-s8s8-symmetric-per-channel"
+    assert result.quantization["method"] == "percentile"  # symmetric activations' default
 
 
 def test_fp16_for_gpu_targets_keeps_float32_io_and_norms(bundle, tmp_path):

@@ -29,7 +29,9 @@ def quantize(
     eval_n: int = typer.Option(128, "--eval-n", help="Held-out puzzles for the parity report (0: sizes and "
                                                      "throughput only)."),
     backend: str = typer.Option("ort", "--backend", help="ort (onnxruntime.quantization) or nncf."),
-    method: str = typer.Option("minmax", "--method", help="Activation ranges: minmax, entropy or percentile."),
+    method: str = typer.Option(None, "--method", help="Activation ranges: minmax, entropy or percentile "
+                               "(default: percentile for symmetric-activation formats such as TensorRT's, else "
+                               "minmax)."),
     max_drop: float = typer.Option(None, "--max-drop", help="Keep the most sensitive weight groups float until at "
                                                             "most this many exact-accuracy points are lost."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep float: a node name, op type, weight group or "

@@ -61,6 +61,15 @@ class Int8Spec:
                    fmt.symmetric_weights, fmt.per_channel, fmt.reduce_range, tuple(fmt.quantize_ops))
 
     @property
+    def default_method(self) -> Method:
+        """Activation ranges when ``--method`` is not given. Symmetric activations (TensorRT) spend half their
+        codes on a sign that one-sided outliers stretch: percentile ranges kept the default model's Jetson
+        bundle within 0.0-0.4 points of fp32 on two 1,000-puzzle sets (minmax: -1.7 and +0.5) with 90% answer
+        agreement. For u8 activations minmax and percentile were within noise of each other (pooled over 2,500
+        puzzles: -0.2 and -0.6 points), and minmax clips nothing met at any depth."""
+        return Method.PERCENTILE if self.symmetric_activations else Method.MINMAX
+
+    @property
     def label(self) -> str:
         """``qdq-u8s8-per-channel`` style name for reports."""
         a = "u8" if self.activations == "uint8" else "s8"

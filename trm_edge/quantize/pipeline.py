@@ -34,7 +34,7 @@ class QuantizeOptions:
 
     precision: Precision = Precision.INT8
     backend: Backend = Backend.ORT
-    method: Method = Method.MINMAX
+    method: Method | None = None  # activation ranges (None: the format's default, Int8Spec.default_method)
     calib_dir: str | None = None  # a dataset directory (train split: calibration + validation; test: held out)
     calib_task: str | None = None  # or draw puzzles of this task with its generator
     calib_n: int = 64  # calibration puzzles (x halt_max_steps states each)
@@ -53,7 +53,8 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "--backend"))
-        object.__setattr__(self, "method", parse_enum(Method, self.method, "--method"))
+        if self.method is not None:
+            object.__setattr__(self, "method", parse_enum(Method, self.method, "--method"))
         if self.smooth is not None and not 0.0 <= self.smooth <= 1.0:
             raise QuantizationError(f"--smooth {self.smooth} must be within 0..1 (the migration strength alpha)")
         if self.max_drop is not None and self.max_drop < 0:
@@ -120,7 +121,8 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     from trm_edge.quantize.graph import node_groups, prepare, resolve_excludes, smooth_swiglu, swiglu_pairs
 
     spec = Int8Spec.from_target(target)
-    if options.backend is Backend.NNCF and options.method is Method.ENTROPY:
+    method = options.method or spec.default_method
+    if options.backend is Backend.NNCF and method is Method.ENTROPY:
         raise QuantizationError("--method entropy is onnxruntime's (--backend ort); NNCF offers minmax and "
                                 "percentile")
     prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
@@ -157,15 +159,15 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
             f"{options.smooth}; exact in float)")
     reader = StateReader(trajectories, batch_size=options.batch_size)
     ranges = step_ranges.merged()
-    if options.backend is Backend.ORT and options.method is not Method.MINMAX:
-        log(f"{options.method.value} ranges from onnxruntime's histogram calibrator")
+    if options.backend is Backend.ORT and method is not Method.MINMAX:
+        log(f"{method.value} ranges from onnxruntime's histogram calibrator")
         onnx.save(prepared, str(work / "prepared.onnx"))
-        ranges = histogram_ranges(work / "prepared.onnx", reader, options.method.value, tensors, workdir=work)
+        ranges = histogram_ranges(work / "prepared.onnx", reader, method.value, tensors, workdir=work)
 
     last: dict[str, Any] = {}
 
     def build(nodes: list[str]) -> onnx.ModelProto:
-        model, last["info"] = quantize_int8(prepared, spec, backend=options.backend, method=options.method,
+        model, last["info"] = quantize_int8(prepared, spec, backend=options.backend, method=method,
                                             ranges=ranges, reader=reader, exclude=nodes)
         last["excluded"] = list(nodes)
         return model
@@ -206,7 +208,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
         "precision": "int8",
         "format": spec.to_dict(),
         "backend": backend_info,
-        "method": options.method.value,
+        "method": method.value,
         "graph_passes": passes,
         "smoothing": smoothing,
         "calibration": {**data.recipe, "steps": trajectories.steps, "states": trajectories.states,
@@ -220,7 +222,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
         "accuracy_control": control_info.to_dict() if control_info else None,
     }
     calibration = {
-        "method": options.method.value,
+        "method": method.value,
         "ranges": {t: list(r) for t, r in ranges.items()},
         "per_step": step_ranges.to_dict(),
         "coverage_by_step": step_ranges.coverage(ranges),
@@ -349,11 +351,9 @@ def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[s
     for name, value in zip(outputs, values, strict=True):
         golden[name] = value
     np.savez(golden_path, **golden)
-    from dataclasses import asdict as as_dict
-
     from trm_edge.export.tolerances import tolerance_for
 
-    return {"keys": sorted(golden), "tolerance": as_dict(tolerance_for(precision)),
+    return {"keys": sorted(golden), "tolerance": asdict(tolerance_for(precision)),
             "reference": f"onnxruntime {ort.__version__} CPU on this {precision} step graph (the fp32 comparison "
                          "is in parity.json)"}
 
