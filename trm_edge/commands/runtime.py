@@ -316,12 +316,12 @@ def bench(
 
     table = Table(title=f"bench, {report['data']} puzzles (medians; p95 and peak memory in --json)",
                   caption="speedup: puzzles/s over the first model's", box=box.SIMPLE_HEAD, pad_edge=False)
-    rows_label = [_label(e).replace(" (", "\n(") for e in entries]
-    table.add_column("model", overflow="fold", min_width=min(max(len(w) for label in rows_label
+    labels = [_label(e).replace(" (", "\n(") for e in entries]
+    table.add_column("model", overflow="fold", min_width=min(max(len(w) for label in labels
                                                                  for w in label.split("\n")), 24))
     for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s"):
         table.add_column(col, justify="right")
-    for entry, label in zip(entries, rows_label, strict=True):
+    for entry, label in zip(entries, labels, strict=True):
         for r in entry["results"]:
             table.add_row(label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
                           f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x",
