@@ -103,6 +103,11 @@ class Bundle:
     def graphs(self) -> dict[str, Any]:
         return self.manifest["graphs"]
 
+    @property
+    def halt_threshold(self) -> float:
+        """The model's calibrated halting threshold (the solver's default), 0 when the manifest has none."""
+        return float(self.manifest.get("loop", {}).get("halt_threshold", 0.0))
+
     def graph_path(self, kind: str = "step") -> Path:
         if kind not in self.graphs:
             raise BundleError(f"bundle {str(self.path)!r} has no {kind!r} graph; it has {choices(self.graphs)}")

@@ -143,7 +143,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
         f"({'with' if options.calib_halt else 'without'} halting), {len(tensors)} activation tensors")
     trajectories, step_ranges = record(prepared, src, data.calibration, tensors=tensors, max_steps=steps,
                                        channels=[t for pair in pairs for t in pair.tensors],
-                                       halt=options.calib_halt, threshold=_halt_threshold(src),
+                                       halt=options.calib_halt, threshold=src.halt_threshold,
                                        batch_size=options.batch_size)
     smoothing = None
     if pairs:
@@ -394,16 +394,11 @@ def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) ->
         evaluation = None if data is None else data.evaluation
         if evaluation is not None and evaluation.labels is not None and len(evaluation):
             report["parity"] = parity(float_rt, quant_rt, evaluation, batch_size=options.batch_size,
-                                      threshold=_halt_threshold(src), log=log)
+                                      threshold=src.halt_threshold, log=log)
         inputs = evaluation.inputs if evaluation is not None else random_inputs(src.config, options.batch_size)
         report["throughput"] = throughput(float_rt, quant_rt, inputs, batch_size=options.batch_size,
                                           steps=options.bench_steps, log=log)
     return report
-
-
-def _halt_threshold(bundle) -> float:
-    """The model's calibrated halting threshold (the runtime's default), 0 when the bundle has none."""
-    return float(bundle.manifest.get("loop", {}).get("halt_threshold", 0.0))
 
 
 def _jsonable(value: Any) -> Any:

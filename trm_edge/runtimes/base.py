@@ -61,7 +61,7 @@ def open_source(model: str | os.PathLike) -> ModelSource:
         return ModelSource(kind="bundle", path=path, config=bundle.config, task=bundle.task, bundle=bundle,
                            target=getattr(bundle, "target", None),
                            precision=str(getattr(bundle, "precision", "fp32") or "fp32"),
-                           halt_threshold=float(bundle.manifest.get("loop", {}).get("halt_threshold", 0.0)))
+                           halt_threshold=bundle.halt_threshold)
     from trm_edge.trm.checkpoint import halt_threshold, read_checkpoint_info, resolve_model_path
 
     try:
