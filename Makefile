@@ -7,16 +7,31 @@ STAMP := $(VENV)/.installed
 # unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast lint default-model clean
+.PHONY: install lock demo test test-fast lint default-model clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact versions the suite passed with; pyproject.toml keeps open ranges for people
+# who install trm-edge into their own environments.
+CONSTRAINTS := constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,nncf]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev,nncf]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh constraints.txt with the newest releases pyproject.toml admits (a scratch venv), then run make test.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/pip install -q $(TORCH)
+	$(LOCK_VENV)/bin/pip install -q -e '.[dev,nncf]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^torch=='; } \
+		> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf $(LOCK_VENV)
 
 DEMO_PUZZLE := 24.6.9..51..34.6.8...175.43.6....82...159.4.79..8.6......9..7..59826731...64.19..
 demo: $(STAMP)

@@ -21,6 +21,24 @@ TINY_CONFIGS: dict[str, TRMConfig] = {
 }
 
 
+def random_trm(config: TRMConfig, seed: int = 0):
+    """A seeded random TRM in eval mode with a random halting head (the training init's zero weights make
+    ``q_halt_logits`` a constant) and random puzzle rows (zero-initialised for training), so that every
+    step output is a real computation."""
+    import torch
+
+    from trm_edge.trm.model import build_model
+
+    model = build_model(config, seed=seed).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        if hasattr(model, "puzzle_emb"):
+            model.puzzle_emb.weights.normal_(0, 1, generator=generator)
+        model.q_head.weight.normal_(0, 2.0 / config.hidden_size**0.5, generator=generator)
+        model.q_head.bias.fill_(0.0)
+    return model
+
+
 @pytest.fixture(params=sorted(TINY_CONFIGS))
 def tiny_config(request) -> TRMConfig:
     return TINY_CONFIGS[request.param]

@@ -11,6 +11,7 @@ import typer
 from trm_edge import __version__
 from trm_edge.commands import data, export, model, quantize, runtime, train
 from trm_edge.errors import TrmEdgeError
+from trm_edge.quiet import set_verbose
 
 app = typer.Typer(
     name="trm-edge",
@@ -30,8 +31,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show what the libraries underneath print and warn "
+                                                                "(onnxruntime, NNCF, torch.onnx), on stderr."),
 ) -> None:
     """Tiny Recursive Models from training to edge devices."""
+    set_verbose(verbose)
 
 
 for group in (model, data, train, export, quantize, runtime):

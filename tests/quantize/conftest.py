@@ -5,25 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_CONFIGS
+from tests.conftest import TINY_CONFIGS, random_trm
 
 TASKS = {"mlp": "sudoku", "rope": "sudoku", "many-puzzles": None}
 
 
 def make_model(name: str, seed: int = 0):
     """A seeded tiny TRM with a random halting head (the training init never halts) and random puzzle rows."""
-    import torch
-
-    from trm_edge.trm.model import build_model
-
-    model = build_model(TINY_CONFIGS[name], seed=seed).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        if hasattr(model, "puzzle_emb"):
-            model.puzzle_emb.weights.normal_(0, 1, generator=generator)
-        model.q_head.weight.normal_(0, 2.0 / model.config.hidden_size**0.5, generator=generator)
-        model.q_head.bias.fill_(0.0)
-    return model
+    return random_trm(TINY_CONFIGS[name], seed)
 
 
 @pytest.fixture(scope="session")

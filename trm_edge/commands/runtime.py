@@ -115,7 +115,9 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tu
 
 
 def solve(
-    puzzles: list[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters, '.' or '0' for blanks)."),
+    puzzles: list[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters; '.', '0' or '-' for "
+                                        "blanks). A puzzle that begins with '-' goes after '--': "
+                                        "trm-edge solve -- -PUZZLE."),
     file: Path = typer.Option(None, "--file", "-f", help="A file of puzzles (blank-line separated; '-' for stdin)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
@@ -469,7 +471,7 @@ def verify(
         worst = report["worst"]
         verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
         console.print(f"{verdict} on {rt.name}: {report['cases']} golden cases, worst {worst['output']} "
-                      f"rel {worst['rel']:.2e} at {worst['case']}")
+                      f"err/tol {worst['error_ratio']:.3f} at {worst['case']}")
     raise_if_failed(report, what=f"{bundle} on {rt.name}")
 
 

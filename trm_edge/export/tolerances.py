@@ -1,9 +1,13 @@
 """Per-precision tolerances and the one output comparison (numpy only: the device-side verify uses it).
 
-``rel`` is the largest absolute error relative to the largest reference magnitude of that output,
-``max|got - ref| / max|ref|``; for logits, ``argmax`` is the fraction of cells whose predicted token
-agrees, where a cell whose reference top-2 logits are within ``tie`` of each other counts as agreeing
-(either answer is the reference's, to its own precision).
+An element passes when ``|got - ref| <= atol * scale + rtol * |ref|`` (numpy's and Polygraphy's
+``atol + rtol * |ref|``), where ``scale`` is the magnitude of what feeds that output in that case
+(``export.validate.feed_scales``: a state's RMS, a head's ``|W| @ |z| + |b|``): float rounding is
+proportional to it, so a head output that cancels to near zero is not held to a tighter bound than the
+arithmetic that produced it. ``ratio`` is the worst ``|got - ref| / (atol * scale + rtol * |ref|)``: an
+output passes at ratio <= 1. Why these figures: docs/validation.md. For logits, ``argmax`` is the fraction
+of cells whose predicted token agrees, where a cell whose reference top-2 logits are within ``tie`` of
+each other counts as agreeing (either answer is the reference's, to its own precision).
 """
 
 from __future__ import annotations
@@ -16,21 +20,25 @@ import numpy as np
 from trm_edge.errors import ValidationError, choices
 
 OK, FAIL = "✓", "✗"
+SCALE_PREFIX = "scale."  # golden I/O key of an output's per-case feed scale: "scale.logits"
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    rel: float  # max |got - ref| / max |ref|, per output
+    rtol: float  # share of |ref|, per element
+    atol: float  # share of the output's feed scale (per case), per element
     argmax: float  # minimum fraction of cells with the reference's predicted token (logits only)
     tie: float  # reference top-2 logit gap (relative to max |logit|) below which a cell is a tie
 
 
-# The one place tolerances live. fp32 is the export contract: every step reproduces the reference to
-# 1e-4 relative error (measured: ~1e-6). fp16/int8 are the quantizer's starting points per step.
+# The one place tolerances live (docs/validation.md has the measurements behind them). fp32 is the export
+# contract: fp32 rounding (the torch reference against float64) stays below 1/100 of it on every preset and
+# tiny model, and the smallest defects tried (one weight tensor off by 1e-3 relative) exceed it by 10x or
+# more. fp16/int8 are the quantizer's per-step starting points.
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(rel=1e-4, argmax=1.0, tie=1e-5),
-    "fp16": Tolerance(rel=1e-2, argmax=0.99, tie=1e-3),
-    "int8": Tolerance(rel=1.5e-1, argmax=0.90, tie=1e-2),
+    "fp32": Tolerance(rtol=1e-4, atol=1e-4, argmax=1.0, tie=1e-5),
+    "fp16": Tolerance(rtol=1e-2, atol=1e-2, argmax=0.99, tie=1e-3),
+    "int8": Tolerance(rtol=1.5e-1, atol=1.5e-1, argmax=0.90, tie=1e-2),
 }
 
 
@@ -40,6 +48,22 @@ def tolerance_for(precision: str) -> Tolerance:
     return TOLERANCES[precision]
 
 
+def error_ratio(got: np.ndarray, ref: np.ndarray, scale: np.ndarray | float | None, tolerance: Tolerance) -> float:
+    """Worst ``|got - ref| / (atol * scale + rtol * |ref|)`` (float64; inf for a NaN/inf anywhere). ``scale``
+    is per case along the first axis, a scalar, or None for the reference's own largest magnitude."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if not (np.all(np.isfinite(got)) and np.all(np.isfinite(ref))):
+        return float("inf")  # NaN/inf in either side is a failure, never a silent max()
+    if ref.size == 0:
+        return 0.0
+    if scale is None:
+        scale = float(np.max(np.abs(ref)))
+    scale = np.asarray(scale, dtype=np.float64)
+    scale = scale.reshape(scale.shape + (1,) * (ref.ndim - scale.ndim))
+    allowed = np.maximum(tolerance.atol * scale + tolerance.rtol * np.abs(ref), 1e-30)
+    return float(np.max(np.abs(got - ref) / allowed))
+
+
 @dataclass
 class OutputCheck:
     """Worst-case agreement of one output over every compared case (steps, puzzles, random states)."""
@@ -47,31 +71,29 @@ class OutputCheck:
     output: str
     tolerance: Tolerance
     max_abs: float = 0.0
-    rel: float = 0.0
+    ratio: float = 0.0
     argmax: float | None = None
     cases: int = 0
     worst_case: str = ""
 
     @property
     def passed(self) -> bool:
-        ok = np.isfinite(self.rel) and self.rel <= self.tolerance.rel
+        ok = np.isfinite(self.ratio) and self.ratio <= 1.0
         return bool(ok and (self.argmax is None or self.argmax >= self.tolerance.argmax))
 
-    def update(self, got: np.ndarray, ref: np.ndarray, case: str) -> None:
+    def update(self, got: np.ndarray, ref: np.ndarray, case: str, scale: np.ndarray | float | None = None) -> None:
+        """Compare one case (or a batch of cases along the first axis, ``scale`` one value per row)."""
         got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
         if got.shape != ref.shape:
-            self.rel, self.max_abs, self.worst_case = float("inf"), float("inf"), f"{case}: shape {got.shape} " \
-                                                                                 f"!= {ref.shape}"
+            self.ratio, self.max_abs, self.worst_case = float("inf"), float("inf"), f"{case}: shape {got.shape} " \
+                                                                                   f"!= {ref.shape}"
             self.cases += 1
             return
-        if not (np.all(np.isfinite(got)) and np.all(np.isfinite(ref))):
-            abs_err = rel = float("inf")  # NaN/inf in either side is a failure, never a silent max()
-        else:
-            abs_err = float(np.max(np.abs(got - ref))) if got.size else 0.0
-            rel = abs_err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
-        if rel > self.rel or self.cases == 0:
+        ratio = error_ratio(got, ref, scale, self.tolerance)
+        abs_err = float(np.max(np.abs(got - ref))) if np.isfinite(ratio) and got.size else float("inf")
+        if ratio > self.ratio or self.cases == 0:
             self.worst_case = case
-        self.max_abs, self.rel = max(self.max_abs, abs_err), max(self.rel, rel)
+        self.max_abs, self.ratio = max(self.max_abs, abs_err), max(self.ratio, ratio)
         if self.output.startswith("logits"):
             agree = argmax_agreement(got, ref, tie=self.tolerance.tie)
             self.argmax = agree if self.argmax is None else min(self.argmax, agree)
@@ -79,21 +101,23 @@ class OutputCheck:
 
     def line(self) -> str:
         mark = OK if self.passed else FAIL
-        text = f"{mark} {self.output:<24} max abs {self.max_abs:.2e}  rel {self.rel:.2e} (tol {self.tolerance.rel:.0e})"
+        text = f"{mark} {self.output:<24} max abs {self.max_abs:.2e}  err/tol {self.ratio:.3f}"
         if self.argmax is not None:
             text += f"  argmax {100 * self.argmax:.2f}% (min {100 * self.tolerance.argmax:.0f}%)"
         return text + f"  [{self.cases} cases, worst {self.worst_case}]"
 
     def failure(self) -> str:
+        t = self.tolerance
         reasons = []
-        if not (np.isfinite(self.rel) and self.rel <= self.tolerance.rel):
-            reasons.append(f"rel {self.rel:.2e} > {self.tolerance.rel:.0e}")
-        if self.argmax is not None and self.argmax < self.tolerance.argmax:
-            reasons.append(f"argmax {100 * self.argmax:.2f}% < {100 * self.tolerance.argmax:.0f}%")
+        if not (np.isfinite(self.ratio) and self.ratio <= 1.0):
+            reasons.append(f"error {self.ratio:.3g}x the tolerance (max abs {self.max_abs:.2e}; allowed "
+                           f"{t.atol:.0e} x feed scale + {t.rtol:.0e} x |ref|)")
+        if self.argmax is not None and self.argmax < t.argmax:
+            reasons.append(f"argmax {100 * self.argmax:.2f}% < {100 * t.argmax:.0f}%")
         return f"{self.output}: {', '.join(reasons)} at {self.worst_case}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "passed": self.passed, "max_abs": self.max_abs, "rel": self.rel,
+        return {"output": self.output, "passed": self.passed, "max_abs": self.max_abs, "error_ratio": self.ratio,
                 "argmax_agreement": self.argmax, "cases": self.cases, "worst_case": self.worst_case,
                 "tolerance": asdict(self.tolerance)}
 

@@ -3,9 +3,9 @@
 A grid is a ``uint8`` array ``[9, 9]`` of digits, 0 for a blank. Tokens are the official ones:
 PAD 0, digit ``d`` -> ``d + 1`` (so a blank is 1), 81 per puzzle, vocabulary 11.
 
-Text forms accepted by :func:`parse`: one line of 81 characters (``1-9``, ``.`` or ``0`` for a
+Text forms accepted by :func:`parse`: one line of 81 characters (``1-9``; ``.``, ``0`` or ``-`` for a
 blank), or 9 lines of 9 cells where spaces and ``|`` are ignored and lines made only of ``-+=``
-are separators (so :func:`render`'s output parses back).
+are separators (so :func:`render`'s output parses back), except nine dashes alone: a row of blanks.
 
 Codec interface (see :mod:`trm_edge.puzzles`): ``parse``, ``format_grid``, ``render``,
 ``to_tokens``, ``from_tokens``, ``decode``, ``is_valid``.
@@ -29,7 +29,7 @@ NAME = "sudoku"
 SEQ_LEN = 81
 VOCAB_SIZE = 11  # PAD + "0" (blank) ... "9"
 PAD_ID = 0
-BLANKS = ".0"
+BLANKS = ".0-"
 _DIGITS = "123456789"
 
 
@@ -57,7 +57,7 @@ def _parse_line(line: str) -> np.ndarray:
             cells.append(int(char))
         else:
             raise PuzzleError(f"sudoku: invalid character {char!r} at position {i + 1} "
-                              f"(row {i // 9 + 1}, column {i % 9 + 1}); use 1-9, and '.' or '0' for a blank")
+                              f"(row {i // 9 + 1}, column {i % 9 + 1}); use 1-9, and '.', '0' or '-' for a blank")
     return np.array(cells, dtype=np.uint8).reshape(9, 9)
 
 
@@ -65,8 +65,8 @@ def _parse_lines(text: str) -> np.ndarray:
     rows: list[list[int]] = []
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.replace("|", "").replace(" ", "").replace("\t", "").rstrip("\r")
-        if not line or set(line) <= set("-+="):
-            continue  # blank line or a separator
+        if not line or (set(line) <= set("-+=") and line != "-" * 9):
+            continue  # blank line or a separator (nine dashes alone are a row of blanks)
         if len(rows) == 9:
             raise PuzzleError(f"sudoku: line {number}: more than 9 rows")
         row = []
@@ -77,7 +77,7 @@ def _parse_lines(text: str) -> np.ndarray:
                 row.append(int(char))
             else:
                 raise PuzzleError(f"sudoku: line {number}, cell {column}: invalid character {char!r}; "
-                                  "use 1-9, and '.' or '0' for a blank")
+                                  "use 1-9, and '.', '0' or '-' for a blank")
         if len(row) != 9:
             raise PuzzleError(f"sudoku: line {number} has {len(row)} cells, expected 9")
         rows.append(row)

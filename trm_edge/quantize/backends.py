@@ -7,10 +7,7 @@ and return a Q/DQ graph in which only the weight GEMMs' inputs are quantized.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import onnx
 from trm_edge.errors import QuantizationError, RuntimeUnavailableError
 from trm_edge.quantize.formats import Backend, Int8Spec, Method
 from trm_edge.quantize.graph import float_for_float_consumers, quantizable_nodes, retype_activations
+from trm_edge.quiet import third_party_output
 
 
 def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend, method: Method,
@@ -47,18 +45,17 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     return model, info
 
 
-@contextlib.contextmanager
-def _quiet(*names: str) -> Iterator[None]:
-    """Silence the tools' advice on the root logger ("consider pre-processing": we run our own passes)."""
-    loggers = [logging.getLogger(n) for n in ("", *names)]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+def check_backend(backend: Backend, spec: Int8Spec) -> None:
+    """The backend is installed and writes the target's format (checked before any calibration)."""
+    from importlib.util import find_spec
+
+    if backend is not Backend.NNCF:
+        return
+    if find_spec("nncf") is None:
+        raise RuntimeUnavailableError("the nncf backend needs NNCF: pip install 'trm-edge[nncf]' "
+                                      "(or use --backend ort)")
+    if spec.format != "qdq":
+        raise QuantizationError(f"the nncf backend writes Q/DQ graphs; target {spec.target!r} wants {spec.format!r}")
 
 
 def _version(package: str) -> str:
@@ -82,7 +79,7 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
         onnx.save(prepared, str(src))
         save_tensors_data(tensors_data(ranges, CalibrationMethod.MinMax), cache)
         try:
-            with _quiet():
+            with third_party_output():
                 quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
                                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude), **args)
         except (ValueError, RuntimeError, KeyError, onnx.checker.ValidationError) as error:
@@ -93,20 +90,16 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
 
 def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method,
           exclude: list[str]) -> tuple[onnx.ModelProto, str]:
-    try:
-        import nncf
-        from nncf.common.quantization.structs import QuantizationScheme
-        from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters,
-            OverflowFix,
-            QuantizationParameters,
-        )
-        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-    except ImportError:
-        raise RuntimeUnavailableError("the nncf backend needs NNCF: pip install 'trm-edge[nncf]' "
-                                      "(or use --backend ort)") from None
-    if spec.format != "qdq":
-        raise QuantizationError(f"the nncf backend writes Q/DQ graphs; target {spec.target!r} wants {spec.format!r}")
+    check_backend(Backend.NNCF, spec)
+    import nncf
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     estimator = {Method.MINMAX: RangeEstimatorParametersSet.MINMAX,
                  Method.PERCENTILE: RangeEstimatorParametersSet.MEAN_QUANTILE,
                  Method.ENTROPY: RangeEstimatorParametersSet.HISTOGRAM}[method]
@@ -125,7 +118,7 @@ def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method
     items = list(reader)
     scope = nncf.IgnoredScope(names=list(exclude), types=other_types, validate=False)
     try:
-        with _quiet("nncf"):
+        with third_party_output():
             preset = (nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations
                       else nncf.QuantizationPreset.MIXED)
             model = nncf.quantize(prepared, nncf.Dataset(items), subset_size=len(items), preset=preset,

@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from trm_edge.errors import QuantizationError, TrmEdgeError
+from trm_edge.quiet import third_party_output
 
 MIN_CALIBRATION_PUZZLES = 16  # fewer cannot represent a puzzle distribution's activation ranges
 
@@ -402,12 +403,13 @@ def histogram_ranges(model_path: Path, reader: StateReader, method: str, tensors
             found, infos = super().select_tensors_to_calibrate(model)
             return found & wanted, infos
 
-    calibrator = Restricted(Path(model_path), None, Path(workdir) / "augmented.onnx", **options)
-    calibrator.augment_graph()
-    calibrator.create_inference_session()
-    for feeds in reader:
-        calibrator.collect_data(_OneBatch(feeds))
-    computed = calibrator.compute_data()
+    with third_party_output():  # the calibrators print a line per histogram step
+        calibrator = Restricted(Path(model_path), None, Path(workdir) / "augmented.onnx", **options)
+        calibrator.augment_graph()
+        calibrator.create_inference_session()
+        for feeds in reader:
+            calibrator.collect_data(_OneBatch(feeds))
+        computed = calibrator.compute_data()
     missing = sorted(wanted - set(computed.data))
     if missing:
         raise QuantizationError(f"{method} calibration found no values for {len(missing)} tensors, e.g. {missing[0]!r}")

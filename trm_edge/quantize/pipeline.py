@@ -113,6 +113,20 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
 # -- INT8 ----------------------------------------------------------------------------------------------------
 
 
+def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tensors: list[str],
+               excluded: list[str]) -> None:
+    """Fail in seconds what would otherwise fail after minutes of calibration: the backend is installed, and
+    (onnxruntime) the graph quantizes in this format, tried with placeholder ranges on a copy."""
+    from trm_edge.quantize.backends import check_backend, quantize_int8
+
+    check_backend(backend, spec)
+    if backend is Backend.ORT:
+        placeholder = dict.fromkeys(tensors, (-1.0, 1.0))
+        quantize_int8(copy.deepcopy(prepared), spec, backend=backend, method=Method.MINMAX, ranges=placeholder,
+                      exclude=excluded)
+
+
+
 def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.ModelProto, dict, dict]:
     from trm_edge.quantize import accuracy as ac
     from trm_edge.quantize.backends import quantize_int8
@@ -127,6 +141,8 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
                                 "percentile")
     prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
     excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
+    tensors = quantized_inputs(prepared, spec.quantize_ops)
+    _preflight(prepared, spec, options.backend, tensors, excluded)
     data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
                             val_n=options.validation_puzzles, eval_n=options.eval_n if options.report else 0,
                             seed=options.seed)
@@ -136,7 +152,6 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
             need = int(np.ceil(100.0 / max(options.max_drop, 1e-9)))
             raise QuantizationError(f"{len(data.validation)} validation puzzles resolve {resolution:.2f} points; "
                                     f"--max-drop {options.max_drop} needs at least {need} (--val-n)")
-    tensors = quantized_inputs(prepared, spec.quantize_ops)
     steps = options.calib_steps or src.config.halt_max_steps
     pairs = swiglu_pairs(prepared, spec.quantize_ops) if options.smooth is not None else []
     log(f"calibration: {len(data.calibration)} puzzles x {steps} supervision steps of float32 trajectories "

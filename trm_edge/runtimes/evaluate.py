@@ -234,7 +234,7 @@ def check_same_model(a: Runtime, b: Runtime) -> None:
 def verify_golden(runtime: Runtime, golden: dict[str, np.ndarray], *, precision: str) -> dict[str, Any]:
     """Run the bundle's golden step feeds through ``runtime`` and check every output with the export's
     tolerances for the bundle's precision (trm_edge.export.tolerances: the one place they live)."""
-    from trm_edge.export.tolerances import OutputCheck, tolerance_for
+    from trm_edge.export.tolerances import SCALE_PREFIX, OutputCheck, tolerance_for
 
     tolerance = tolerance_for(precision)
     names = input_names(runtime.config)
@@ -249,15 +249,16 @@ def verify_golden(runtime: Runtime, golden: dict[str, np.ndarray], *, precision:
         if name not in golden:
             continue
         check = OutputCheck(name, tolerance)
+        scales = golden.get(SCALE_PREFIX + name)  # bundles exported before feed scales: the output's own
         for case in range(len(golden[name])):
             label = f"case {case}" + (f" (step {int(steps[case])})" if steps is not None else "")
-            check.update(out[name][case], golden[name][case], label)
+            check.update(out[name][case], golden[name][case], label, None if scales is None else scales[case])
         checks.append(check)
-    worst = max(checks, key=lambda c: c.rel) if checks else None
+    worst = max(checks, key=lambda c: c.ratio) if checks else None
     return {"ok": bool(checks) and all(c.passed for c in checks), "checks": [c.to_dict() for c in checks],
             "lines": [c.line() for c in checks], "cases": len(golden["inputs"]),
-            "worst": None if worst is None else {"output": worst.output, "rel": worst.rel, "max_abs": worst.max_abs,
-                                                 "case": worst.worst_case},
+            "worst": None if worst is None else {"output": worst.output, "error_ratio": worst.ratio,
+                                                 "max_abs": worst.max_abs, "case": worst.worst_case},
             "precision": precision, "runtime": runtime.describe()}
 
 

@@ -22,19 +22,27 @@ from trm_edge.trm.config import TRMConfig
 
 FORMAT = "trm-edge-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
+RUN_MODEL_DIR = "model"  # a training run directory keeps its final (EMA) model here
 CONFIG_FILE = "config.json"
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
+def is_checkpoint(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
 def resolve_model_path(path_or_name: str | os.PathLike) -> Path:
-    """A checkpoint directory, or the name of a model shipped in the package (``default``)."""
+    """A checkpoint directory, a training run directory (its final model, ``RUN/model``), or the name of a
+    model shipped in the package (``default``)."""
     text = str(path_or_name)
     packaged = PACKAGED_MODELS / text
     if os.sep not in text and not Path(text).exists() and (packaged / CONFIG_FILE).exists():
         return packaged
     path = Path(text)
-    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+    if not is_checkpoint(path) and is_checkpoint(path / RUN_MODEL_DIR):
+        return path / RUN_MODEL_DIR
+    if not is_checkpoint(path):
         shipped = sorted(p.name for p in PACKAGED_MODELS.iterdir() if (p / CONFIG_FILE).exists()) \
             if PACKAGED_MODELS.is_dir() else []
         raise CheckpointError(

@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError, choices
 from trm_edge.io import atomic_directory
-from trm_edge.trm.checkpoint import save_checkpoint
+from trm_edge.trm.checkpoint import RUN_MODEL_DIR, save_checkpoint
 from trm_edge.trm.config import TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta, training_labels
 from trm_edge.trm.losses import IGNORE_LABEL_ID, act_loss
@@ -45,7 +45,7 @@ from trm_edge.trm.model import TRM, build_model
 from trm_edge.trm.optim import EMA, AdamATan2, lr_at, sign_sgd_rows_
 
 STATE_FORMAT = "trm-edge-train-state/1"
-MODEL_DIR, STATE_DIR, METRICS_FILE = "model", "state", "metrics.jsonl"
+MODEL_DIR, STATE_DIR, METRICS_FILE = RUN_MODEL_DIR, "state", "metrics.jsonl"
 STATE_TENSORS, STATE_JSON = "trainer.safetensors", "trainer.json"
 # Training fields a resumed run may change; any other difference makes the checkpoint incompatible.
 RESUMABLE_CHANGES = ("train_steps", "eval_interval", "checkpoint_interval", "log_interval", "eval_max_examples")
