@@ -21,10 +21,22 @@ TINY_CONFIGS: dict[str, TRMConfig] = {
 }
 
 
+# The tiny config that shares each preset's architecture (token mixing, positions, puzzle table): tests that
+# must cover every preset family parametrise over this; a guard test fails when a preset is missing.
+PRESET_FAMILIES: dict[str, str] = {
+    "sudoku-extreme-mlp": "mlp",
+    "sudoku-extreme-att": "rope",
+    "maze-hard": "rope",
+    "arc-agi-1": "many-puzzles",
+    "arc-agi-2": "many-puzzles",
+    "sudoku-mini": "mlp",
+}
+
+
 def random_trm(config: TRMConfig, seed: int = 0):
     """A seeded random TRM in eval mode with a random halting head (the training init's zero weights make
-    ``q_halt_logits`` a constant) and random puzzle rows (zero-initialised for training), so that every
-    step output is a real computation."""
+    ``q_halt_logits`` a constant) and random puzzle rows (zero-initialised for training) at the token
+    embeddings' scale, so that every step output is a real computation on inputs of a trained model's size."""
     import torch
 
     from trm_edge.trm.model import build_model
@@ -33,7 +45,7 @@ def random_trm(config: TRMConfig, seed: int = 0):
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         if hasattr(model, "puzzle_emb"):
-            model.puzzle_emb.weights.normal_(0, 1, generator=generator)
+            model.puzzle_emb.weights.normal_(0, config.hidden_size**-0.5, generator=generator)
         model.q_head.weight.normal_(0, 2.0 / config.hidden_size**0.5, generator=generator)
         model.q_head.bias.fill_(0.0)
     return model

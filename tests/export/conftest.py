@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from tests.conftest import TINY_CONFIGS
+from tests.conftest import TINY_CONFIGS, random_trm
 
 # The task whose puzzle-like tokens each tiny config is validated on.
 TASKS = {"mlp": "sudoku", "rope": "sudoku", "learned": "maze", "many-puzzles": "arc"}
 
 
 def make_model(name: str, seed: int = 0):
-    """A seeded tiny TRM like ``tiny_model_factory``'s, with the halting head randomised too (it is
-    zero-initialised for training, which would make q_halt_logits a constant)."""
-    from trm_edge.trm.model import build_model
-
-    model = build_model(TINY_CONFIGS[name], seed=seed).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        if hasattr(model, "puzzle_emb"):
-            model.puzzle_emb.weights.normal_(0, 1, generator=generator)
-        model.q_head.weight.normal_(0, 0.2, generator=generator)
-    return model
+    """A seeded tiny TRM with every head exercised (``tests.conftest.random_trm``)."""
+    return random_trm(TINY_CONFIGS[name], seed)
 
 
 @pytest.fixture(scope="session")

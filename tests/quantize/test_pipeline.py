@@ -224,3 +224,35 @@ def test_max_drop_is_measured_on_validation_puzzles_and_recorded(bundle, tmp_pat
     assert control["max_drop_points"] == 5.0 and control["met"] and control["steps"]
     assert result.quantization["calibration"]["validation_puzzles"] == 20
     assert result.quantization["smoothing"]["alpha"] == 0.8 and len(result.quantization["smoothing"]["pairs"]) == 4
+
+
+def test_a_graph_the_format_cannot_take_fails_before_calibration(bundle, tmp_path, monkeypatch):
+    """Attention graphs do not quantize yet (issue 11): that is known from the graph alone, so it is refused in
+    seconds by a placeholder-range trial, before minutes of calibration."""
+    import trm_edge.quantize.calibration as calibration
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibration started")
+
+    monkeypatch.setattr(calibration, "record", no_calibration)
+    with pytest.raises(QuantizationError, match="onnxruntime quantization failed"):
+        quantize_bundle(bundle("rope"), tmp_path / "q", _options())
+    assert not (tmp_path / "q").exists()
+
+
+def test_third_party_output_only_with_verbose(bundle, tmp_path):
+    """onnxruntime's histogram calibrator prints a line per batch; the terminal sees it only with --verbose, and
+    then on stderr (stdout stays one JSON object)."""
+    src = str(bundle("mlp", "jetson-orin-nano"))
+    args = ["quantize", src, "--int8", "--calib-task", "sudoku", "--calib-n", "16", "--eval-n", "0", "--no-report",
+            "--json"]
+    chatter = "Collecting tensor data"
+    quiet = subprocess.run([sys.executable, "-m", "trm_edge", *args, "-o", str(tmp_path / "a")], capture_output=True,
+                           text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert chatter not in quiet.stdout + quiet.stderr
+    verbose = subprocess.run([sys.executable, "-m", "trm_edge", "--verbose", *args, "-o", str(tmp_path / "b")],
+                             capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0, verbose.stderr
+    assert chatter in verbose.stderr and json.loads(verbose.stdout)["precision"] == "int8"

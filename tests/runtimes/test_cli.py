@@ -126,6 +126,17 @@ def test_solve_prints_grids(bundles):
     assert "5 3 . | . 7 ." in result.output and "steps 2 (max steps)" in result.output
 
 
+def test_a_puzzle_that_begins_with_a_dash_goes_after_double_dash(bundles):
+    """'-' is a blank too; click would read a leading '-' as an option, so such a puzzle follows '--'."""
+    _, bundle = bundles("mlp")
+    dashed = "-" + SUDOKU[1:].replace("0", "-")
+    result = run("solve", "--model", str(bundle), "--no-halt", "--max-steps", "1", "--", dashed)
+    assert ". 3 . | . 7 ." in result.output
+    assert "after '--'" in " ".join(run("solve", "--help").output.split())
+    refused = CliRunner().invoke(app, ["solve", "--model", str(bundle), dashed])
+    assert refused.exit_code == 2
+
+
 def test_verify_passes_on_the_golden_io(bundles):
     _, bundle = bundles("many-puzzles")
     result = run("verify", str(bundle), "--json")

@@ -12,7 +12,7 @@ import torch
 from tests.conftest import TINY_CONFIGS
 from tests.trm.official_fixture import write_official_checkpoint
 from trm_edge.errors import CheckpointError
-from trm_edge.trm.checkpoint import import_official, load_model, save_checkpoint
+from trm_edge.trm.checkpoint import import_official, load_model, resolve_model_path, save_checkpoint
 
 TASK_OF = {"mlp": "sudoku", "rope": "sudoku", "learned": "maze", "many-puzzles": "arc"}
 
@@ -28,6 +28,19 @@ def test_save_then_load_round_trips_exactly(tmp_path, tiny_model_factory):
     assert loaded.config == model.config
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_training_run_directory_means_its_model(tmp_path, tiny_model_factory):
+    """``trm-edge eval runs/x`` (the directory ``trm-edge train -o runs/x`` wrote) uses ``runs/x/model``."""
+    save_checkpoint(tiny_model_factory("mlp"), tmp_path / "run" / "model", task="sudoku")
+    (tmp_path / "run" / "state").mkdir()
+    assert resolve_model_path(tmp_path / "run") == tmp_path / "run" / "model"
+    assert load_model(tmp_path / "run").config == TINY_CONFIGS["mlp"]
+    proc = subprocess.run([sys.executable, "-m", "trm_edge", "info", str(tmp_path / "run"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(CheckpointError, match="not a trm-edge checkpoint"):
+        resolve_model_path(tmp_path / "run" / "state")
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))

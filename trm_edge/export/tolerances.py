@@ -32,11 +32,12 @@ class Tolerance:
 
 
 # The one place tolerances live (docs/validation.md has the measurements behind them). fp32 is the export
-# contract: fp32 rounding (the torch reference against float64) stays below 1/100 of it on every preset and
-# tiny model, and the smallest defects tried (one weight tensor off by 1e-3 relative) exceed it by 10x or
-# more. fp16/int8 are the quantizer's per-step starting points.
+# contract. Its atol is set by random-weight models, whose recursion amplifies rounding within one step: the
+# full-size sudoku-extreme-mlp's own fp32-vs-float64 error reaches ~1e-4 of the feed scale (trained models:
+# ~1e-6), so 1e-3 leaves that 5x or more of room, while one weight tensor off by 1e-3 relative (the smallest
+# defect tried) still lands 6x or more above it. fp16/int8 are the quantizer's per-step starting points.
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(rtol=1e-4, atol=1e-4, argmax=1.0, tie=1e-5),
+    "fp32": Tolerance(rtol=1e-4, atol=1e-3, argmax=1.0, tie=1e-5),
     "fp16": Tolerance(rtol=1e-2, atol=1e-2, argmax=0.99, tie=1e-3),
     "int8": Tolerance(rtol=1.5e-1, atol=1.5e-1, argmax=0.90, tie=1e-2),
 }
