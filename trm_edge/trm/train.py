@@ -38,7 +38,7 @@ import torch.distributed as dist
 from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError, choices
 from trm_edge.io import atomic_directory
 from trm_edge.trm.checkpoint import RUN_MODEL_DIR, save_checkpoint
-from trm_edge.trm.config import TrainConfig, TRMConfig, get_preset, parse_overrides
+from trm_edge.trm.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta, training_labels
 from trm_edge.trm.losses import IGNORE_LABEL_ID, act_loss
 from trm_edge.trm.model import TRM, build_model
@@ -656,7 +656,26 @@ def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | 
         raise DatasetError(f"{str(data)!r} is not a dataset directory (expected train/ and test/ inside)")
     train_split = read_split(data, "train")
     test_split = read_split(data, "test") if (data / "test").exists() else None
+    recipe = read_recipe(data)
+    check_task(preset, data, recipe, train_split.metadata)
     model_config, train_config, task = resolve_configs(preset, overrides or [], train_split.metadata, train_steps)
     return train(model_config, train_config, train_split, test_split, output, task=task, preset=preset,
-                 data_recipe=read_recipe(data), data_dir=str(data), resume=resume, force=force, progress=progress,
+                 data_recipe=recipe, data_dir=str(data), resume=resume, force=force, progress=progress,
                  threads=threads)
+
+
+def check_task(preset_name: str, data: Path, recipe: dict | None, data_metadata: Any) -> None:
+    """The dataset holds the preset's task: its recipe's task, or (official data has no recipe) its vocabulary."""
+    preset = get_preset(preset_name)
+    if recipe is not None:
+        found = recipe["task"]
+    else:
+        vocab = getattr(data_metadata, "vocab_size", None)
+        task_of_vocab = {p.model.vocab_size: p.task for p in PRESETS.values()}
+        if vocab is None or int(vocab) not in task_of_vocab:
+            return
+        found = task_of_vocab[int(vocab)]
+    if found != preset.task:
+        fitting = [name for name, p in PRESETS.items() if p.task == found]
+        raise TrainingError(f"preset {preset_name!r} trains {preset.task} but {str(data)!r} holds {found} puzzles"
+                            + (f"; presets for {found}: {choices(fitting)}" if fitting else ""))
