@@ -1,7 +1,8 @@
 """How far export validation sits between fp32 rounding and real defects, per output (docs/validation.md).
 
-For each model (the tests' tiny registry and the presets; random weights with a random halting head and
-puzzle rows, so every output is a real computation), on 2 puzzle-like inputs, teacher-forced for ``steps``
+For each model (the tests' tiny registry and the presets with random weights, a random halting head and
+puzzle rows, so every output is a real computation; or a trained checkpoint such as ``default``), on 2
+puzzle-like inputs (the seed draws them, and the random weights), teacher-forced for ``steps``
 supervision steps plus 2 random states, the worst error over every case as a ratio to the fp32 tolerance
 (``err/tol``: validation passes at <= 1):
 
@@ -13,7 +14,7 @@ supervision steps plus 2 random states, the worst error over every case as a rat
 
     .venv/bin/python benchmarks/validation_margins.py                        # tiny models, 16 seeds
     .venv/bin/python benchmarks/validation_margins.py --models sudoku-extreme-mlp,maze-hard --steps 2 --seeds 1
-    .venv/bin/python benchmarks/validation_margins.py --json margins.json
+    .venv/bin/python benchmarks/validation_margins.py --models default --seeds 4 --json margins.json
 """
 
 from __future__ import annotations
@@ -40,20 +41,24 @@ from trm_edge.export.graphs import export_step_onnx  # noqa: E402
 from trm_edge.export.samples import puzzle_tokens  # noqa: E402
 from trm_edge.export.tolerances import error_ratio, tolerance_for  # noqa: E402
 from trm_edge.export.validate import feed_scales, validate_step_graph  # noqa: E402
+from trm_edge.trm.checkpoint import load_model, read_checkpoint_info  # noqa: E402
 from trm_edge.trm.config import PRESETS  # noqa: E402
 
 PUZZLES = 2
 ARC_IDENTIFIERS = 8  # an ARC preset takes its identifier count from the dataset; any few will do here
 
 
-def model_config(name: str):
+def model_and_task(name: str, seed: int):
+    """A random model of a tiny config or preset, or a trained checkpoint (``default``, a path)."""
     if name in TINY_CONFIGS:
-        return TINY_CONFIGS[name], None
-    preset = PRESETS[name]
-    config = preset.model
-    if preset.task == "arc":
-        config = dataclasses.replace(config, num_puzzle_identifiers=ARC_IDENTIFIERS)
-    return config, preset.task or "sudoku"
+        return random_trm(TINY_CONFIGS[name], seed), None
+    if name in PRESETS:
+        preset = PRESETS[name]
+        config = preset.model
+        if preset.task == "arc":
+            config = dataclasses.replace(config, num_puzzle_identifiers=ARC_IDENTIFIERS)
+        return random_trm(config, seed), preset.task
+    return load_model(name).eval(), read_checkpoint_info(name).get("task")
 
 
 def float64_ratios(model, tokens: np.ndarray, steps: int) -> dict[str, float]:
@@ -87,9 +92,9 @@ def onnx_ratios(model, reference, tokens: np.ndarray, steps: int, workdir: Path)
 
 
 def measure(name: str, seed: int, steps: int | None, defects: list[str]) -> dict:
-    config, task = model_config(name)
+    model, task = model_and_task(name, seed)
+    config = model.config
     steps = steps or config.halt_max_steps
-    model = random_trm(config, seed)
     tokens = puzzle_tokens(task, config.seq_len, config.vocab_size, PUZZLES, seed=seed)
     started = time.perf_counter()
     columns = {"float64": float64_ratios(model, tokens, steps)}
