@@ -33,10 +33,11 @@ PRESET_FAMILIES: dict[str, str] = {
 }
 
 
-def random_trm(config: TRMConfig, seed: int = 0):
+def random_trm(config: TRMConfig, seed: int = 0, *, puzzle_std: float | None = None):
     """A seeded random TRM in eval mode with a random halting head (the training init's zero weights make
     ``q_halt_logits`` a constant) and random puzzle rows (zero-initialised for training) at the token
-    embeddings' scale, so that every step output is a real computation on inputs of a trained model's size."""
+    embeddings' scale (or ``puzzle_std``), so that every step output is a real computation on inputs of a
+    trained model's size."""
     import torch
 
     from trm_edge.trm.model import build_model
@@ -45,7 +46,8 @@ def random_trm(config: TRMConfig, seed: int = 0):
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         if hasattr(model, "puzzle_emb"):
-            model.puzzle_emb.weights.normal_(0, config.hidden_size**-0.5, generator=generator)
+            std = config.hidden_size**-0.5 if puzzle_std is None else puzzle_std
+            model.puzzle_emb.weights.normal_(0, std, generator=generator)
         model.q_head.weight.normal_(0, 2.0 / config.hidden_size**0.5, generator=generator)
         model.q_head.bias.fill_(0.0)
     return model
