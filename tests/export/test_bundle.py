@@ -44,8 +44,9 @@ def drive_from_manifest(bundle: Path, tokens: np.ndarray, puzzle_rows: list[int]
     for _ in range(manifest["loop"]["max_steps"]):
         got = session.run(["z_H_next", "z_L_next", "logits", "q_halt_logits"], {**feeds, "z_H": z_H, "z_L": z_L})
         want, scales = reference_step(z_H, z_L)
-        pairs = zip(got, want, scales, strict=True)
-        errors.append([error_ratio(g, w, scale, tolerance_for("fp32")) for g, w, scale in pairs])
+        pairs = zip(STEP_OUTPUTS, got, want, scales, strict=True)
+        errors.append([error_ratio(g, w, scale, tolerance_for("fp32").for_output(name))
+                       for name, g, w, scale in pairs])
         z_H, z_L = want[0], want[1]
     return errors
 

@@ -123,6 +123,6 @@ def test_a_dataset_of_another_task_is_refused_before_training(tmp_path):
     from trm_edge.trm.train import train_from_directory
 
     build_dataset("maze", tmp_path / "maze", train=2, test=1, seed=0, options={"size": 9})
-    with pytest.raises(TrainingError, match="trains sudoku but .* holds maze puzzles; presets for maze: 'maze-hard'"):
+    with pytest.raises(TrainingError, match=r"trains sudoku but .* holds maze puzzles; presets for maze: 'maze-hard'"):
         train_from_directory(preset="sudoku-mini", data=tmp_path / "maze", output=tmp_path / "run", train_steps=1)
     assert not (tmp_path / "run").exists()

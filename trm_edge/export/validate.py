@@ -104,7 +104,7 @@ def validate_step_graph(
             got = session.run(list(STEP_OUTPUTS), feeds)
             for name, g, r in zip(STEP_OUTPUTS, got, ref, strict=True):
                 checks[name].update(g, r, f"step {step}", scales[name])
-                per_step[name].append(error_ratio(g, r, scales[name], tolerance))
+                per_step[name].append(error_ratio(g, r, scales[name], checks[name].tolerance))
             if step in golden_steps:
                 _record(golden, feeds, ref, scales, step)
             z_H, z_L = ref_t[0], ref_t[1]  # teacher forcing
