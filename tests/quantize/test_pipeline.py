@@ -12,6 +12,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from tests.conftest import PRESET_FAMILIES, TINY_CONFIGS
+from tests.quantize.conftest import TASKS
 from trm_edge.errors import OutputExistsError, QuantizationError
 
 
@@ -226,19 +228,78 @@ def test_max_drop_is_measured_on_validation_puzzles_and_recorded(bundle, tmp_pat
     assert result.quantization["smoothing"]["alpha"] == 0.8 and len(result.quantization["smoothing"]["pairs"]) == 4
 
 
-def test_a_graph_the_format_cannot_take_fails_before_calibration(bundle, tmp_path, monkeypatch):
-    """Attention graphs do not quantize yet (issue 11): that is known from the graph alone, so it is refused in
-    seconds by a placeholder-range trial, before minutes of calibration."""
+def test_a_graph_the_quantizer_refuses_fails_before_calibration(bundle, tmp_path, monkeypatch):
+    """What the quantizer refuses is known from the graph alone, so it is found in seconds by a trial with
+    placeholder ranges, before minutes of calibration (attention graphs used to fail only after them). The
+    refusal is injected at the onnxruntime boundary: under test is the order, not onnxruntime."""
+    import onnxruntime.quantization
+
     import trm_edge.quantize.calibration as calibration
     from trm_edge.quantize.pipeline import quantize_bundle
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Quantization parameters are not specified for param /attn/Mul_4_output_0")
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("calibration started")
 
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", refuse)
     monkeypatch.setattr(calibration, "record", no_calibration)
-    with pytest.raises(QuantizationError, match="onnxruntime quantization failed"):
+    with pytest.raises(QuantizationError, match="onnxruntime quantization failed: Quantization parameters"):
         quantize_bundle(bundle("rope"), tmp_path / "q", _options())
     assert not (tmp_path / "q").exists()
+
+
+@pytest.fixture(scope="module")
+def family_data(tmp_path_factory):
+    """``family_data(name)``: a calibration dataset for a tiny family (sudoku ones from the generator; the
+    many-puzzles model's from random tokens over its identifiers, in the official layout)."""
+    from trm_edge.puzzles.dataset import Split, write_dataset
+
+    def get(name: str):
+        cfg = TINY_CONFIGS[name]
+        path = tmp_path_factory.mktemp("family") / name
+        rng = np.random.default_rng(0)
+        splits = {}
+        for split, count in (("train", 16), ("test", 8)):
+            inputs = rng.integers(1, cfg.vocab_size, (count, cfg.seq_len))
+            splits[split] = Split.from_arrays(inputs, inputs, puzzle_identifiers=np.arange(count) % 7,
+                                              puzzle_indices=np.arange(count + 1), group_indices=np.arange(count + 1),
+                                              vocab_size=cfg.vocab_size, num_puzzle_identifiers=7)
+        write_dataset(path, splits, [f"puzzle{i}" for i in range(7)])
+        return path
+
+    return get
+
+
+@pytest.mark.parametrize("precision", ["int8 x86-avx512", "int8 jetson-orin-nano", "fp16 jetson-orin-nano"])
+@pytest.mark.parametrize("family", sorted(set(PRESET_FAMILIES.values())))
+def test_every_preset_family_quantizes_and_verifies(bundle, family_data, family, precision, tmp_path):
+    """Token mixing by MLP or by RoPE attention, with or without a puzzle table: every format quantizes, runs and
+    passes its golden I/O. Attention's projections are quantized; q @ k^T and the attention-weighted sum stay
+    float (onnxruntime would otherwise need ranges for them)."""
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    kind, target = precision.split()
+    src = bundle(family, target)
+    calib = {"calib_task": "sudoku"} if TASKS[family] == "sudoku" else {"calib_task": None,
+                                                                         "calib_dir": str(family_data(family))}
+    result = quantize_bundle(src, tmp_path / "q", _options(precision=kind, **calib))
+    quantized = load_bundle(result.output)
+    assert quantized.precision == kind and result.quantization["verify"]["ok"]
+    if kind == "int8":
+        graph = onnx.load(str(quantized.step_graph_path)).graph
+        producer = {out: n.op_type for n in graph.node for out in n.output}
+        matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+        products = [n for n in matmuls if "self_attn" in n.name and "proj" not in n.name]  # q @ k^T, p @ v
+        assert bool(products) == (not TINY_CONFIGS[family].mlp_t)
+        assert all(producer.get(n.input[0]) != "DequantizeLinear" for n in products)
+        assert all(producer.get(n.input[0]) == "DequantizeLinear" for n in matmuls if "proj" in n.name)
+
+
+def test_every_preset_family_is_quantized_here():
+    assert set(PRESET_FAMILIES.values()) <= set(TASKS)
 
 
 def test_third_party_output_only_with_verbose(bundle, tmp_path):

@@ -74,6 +74,8 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
     from trm_edge.quantize.calibration import tensors_data
 
     args = spec.ort_arguments()
+    # Named, because MatMulConstBOnly alone still hands attention's q @ k^T to the quantizer (onnxruntime 1.32).
+    weight_gemms = [n.name for n in quantizable_nodes(prepared, spec.quantize_ops)]
     with tempfile.TemporaryDirectory(prefix="trm-edge-quant-") as tmp:
         src, dst, cache = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         onnx.save(prepared, str(src))
@@ -81,7 +83,8 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
         try:
             with third_party_output():
                 quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
-                                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude), **args)
+                                calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=weight_gemms,
+                                nodes_to_exclude=list(exclude), **args)
         except (ValueError, RuntimeError, KeyError, onnx.checker.ValidationError) as error:
             raise QuantizationError(f"onnxruntime quantization failed: {' '.join(str(error).split())[:300]}") \
                 from None
