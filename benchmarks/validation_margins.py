@@ -111,16 +111,17 @@ def measure(name: str, seed: int, steps: int | None, defects: list[str]) -> dict
 def summary(rows: list[dict]) -> list[str]:
     """Per model and output, each column's err/tol: rounding columns take the max over seeds (the closest a
     correct export came to failing), defect columns the min (the closest a defect came to passing)."""
-    columns = list(rows[0]["ratios"])
+    columns = list(dict.fromkeys(c for r in rows for c in r["ratios"]))
     lines = [f"{'model':<20} {'output':<14} {'seeds':>5} " + " ".join(f"{c:>15}" for c in columns)]
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         for output in STEP_OUTPUTS:
             cells = []
             for column in columns:
-                values = [r["ratios"][column][output] for r in mine]
-                cells.append(max(values) if column in ROUNDING else min(values))
-            lines.append(f"{name:<20} {output:<14} {len(mine):>5} " + " ".join(f"{v:>15.3g}" for v in cells))
+                values = [r["ratios"][column][output] for r in mine if column in r["ratios"]]
+                worst = (max(values) if column in ROUNDING else min(values)) if values else None
+                cells.append(f"{worst:>15.3g}" if values else f"{'-':>15}")
+            lines.append(f"{name:<20} {output:<14} {len(mine):>5} " + " ".join(cells))
     return lines
 
 
