@@ -126,7 +126,6 @@ def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tens
                       exclude=excluded)
 
 
-
 def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.ModelProto, dict, dict]:
     from trm_edge.quantize import accuracy as ac
     from trm_edge.quantize.backends import quantize_int8
