@@ -207,3 +207,45 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     assert plot.stat().st_size > 1000
     assert "teacher-forced" in run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data",
                                    str(sudoku_data), "--limit", "2", "--max-steps", "1").output
+
+
+def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
+    """The ARC test split gets the official metric (pass@K from votes over augmented versions), equal to the
+    voter's on the same predictions, and --submission writes two attempts per test input of every task."""
+    from tests.puzzles.test_arc import write_sources
+    from trm_edge.puzzles.arc_eval import PASS_KS, ArcVoter
+    from trm_edge.puzzles.build import build_dataset
+    from trm_edge.puzzles.dataset import read_identifiers
+    from trm_edge.runtimes.evaluate import read_examples
+    from trm_edge.trm.checkpoint import save_checkpoint
+    from trm_edge.trm.config import TRMConfig
+    from trm_edge.trm.model import build_model
+
+    training, combined = write_sources(tmp_path)
+    data = tmp_path / "arc"
+    build_dataset("arc", data, source=[str(training), str(combined)], aug=3, seed=2)
+    cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(read_identifiers(data)), hidden_size=16,
+                    num_heads=2, expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1,
+                    H_cycles=1, L_cycles=1, L_layers=1, halt_max_steps=2)
+    checkpoint = save_checkpoint(build_model(cfg, seed=0), tmp_path / "ckpt", task="arc")
+    preds, submission = tmp_path / "preds.npy", tmp_path / "submission.json"
+    result = run("eval", str(checkpoint), "--data", str(data), "--json", "--save-preds", str(preds),
+                 "--submission", str(submission))
+    scores = json.loads(result.stdout)["arc"]
+    assert [scores[f"pass@{k}"] for k in PASS_KS] == sorted(scores[f"pass@{k}"] for k in PASS_KS)
+    assert scores["tasks"] == 2 and scores["tasks_without_prediction"] == []
+
+    examples = read_examples(str(data), "test")
+    voter = ArcVoter.from_dataset(data)
+    # the training init's halting head is zero: every q_halt_logit is its bias, so votes alone rank
+    voter.add(examples.puzzle_identifiers, examples.inputs, np.load(preds), np.full(len(examples), -5.0))
+    expected = voter.result()
+    assert {k: scores[k] for k in expected.metrics} == expected.metrics
+    written = json.loads(submission.read_text())
+    assert written == expected.submission and sorted(written) == ["eval0", "eval1"]
+    assert all(set(attempt) == {"attempt_1", "attempt_2"} for task in written.values() for attempt in task)
+
+    refused = cli("eval", str(checkpoint), "--data", str(data), "--split", "train", "--submission",
+                  str(tmp_path / "no.json"))
+    assert refused.returncode == 2 and "needs the test split of an ARC dataset" in refused.stderr
+    assert not (tmp_path / "no.json").exists()

@@ -14,7 +14,8 @@ from typing import Any
 import typer
 
 from trm_edge.commands.output import console, err_console, print_json, progress
-from trm_edge.errors import PuzzleError, TrmEdgeError
+from trm_edge.errors import DatasetError, PuzzleError, TrmEdgeError
+from trm_edge.io import write_json_atomic
 
 MODEL_HELP = "A bundle directory, a checkpoint directory, or 'default' (the shipped model; the default)."
 RUNTIME_HELP = ("onnxruntime[:cpu|cuda|tensorrt], tensorrt or torch; default: torch for a checkpoint, the "
@@ -199,12 +200,20 @@ def eval_command(
     by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
     save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
+    submission: Path = typer.Option(None, "--submission", help="ARC test split: write the ARC Prize submission "
+                                    "(two attempts per test input, from the vote) to this JSON file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics."""
+    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics. On an ARC
+    test split also the official metric: votes over each test input's augmented versions, pass@1, pass@2 (the
+    ARC Prize score) and the evaluator's other pass@K, averaged over tasks."""
     import numpy as np
 
-    from trm_edge.runtimes.evaluate import evaluate, read_examples
+    from trm_edge.runtimes.evaluate import arc_scores, evaluate, is_arc_dataset, read_examples
+
+    arc = split == "test" and is_arc_dataset(data)
+    if submission is not None and not arc:
+        raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
     from trm_edge.runtimes.solver import Solver
     from trm_edge.runtimes.tasks import get_codec
 
@@ -221,6 +230,11 @@ def eval_command(
         report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,
                                on_progress=lambda k: bar.advance(task, k))
     report.update(data=str(data), split=split)
+    if arc:
+        report["arc"], attempts = arc_scores(data, examples, out)
+        if submission is not None:
+            write_json_atomic(submission, attempts)
+            report["submission_file"] = str(submission)
     if save_preds is not None:
         np.save(save_preds, out.preds)
         report["preds_file"] = str(save_preds)
@@ -238,6 +252,8 @@ def eval_command(
     table.add_row("puzzles_per_s", _fmt(report["puzzles_per_s"], 3))
     if "exact_accuracy_by_step" in report:
         table.add_row("exact_accuracy_by_step", " ".join(f"{v:.3f}" for v in report["exact_accuracy_by_step"]))
+    for key, value in report.get("arc", {}).items():
+        table.add_row(f"arc.{key}", _fmt(value) if not isinstance(value, list) else str(len(value)))
     console.print(table)
 
 

@@ -5,11 +5,13 @@ numpy only (the device side): these back ``trm-edge eval``, ``compare``, ``bench
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,6 +135,27 @@ def evaluate(runtime: Runtime, examples: Examples, *, solver: Solver, codec: Any
             float(accuracy(out.step_preds[k], examples.labels, examples.ignore_label_id)[0].mean())
             for k in range(solver.max_steps)]
     return report, out
+
+
+def is_arc_dataset(data_dir: str | os.PathLike) -> bool:
+    """An ARC dataset carries its original test tasks (``test_puzzles.json``) for the voting evaluator."""
+    from trm_edge.puzzles.arc_build import TEST_PUZZLES_FILE
+
+    return (Path(data_dir) / TEST_PUZZLES_FILE).is_file()
+
+
+def arc_scores(data_dir: str | os.PathLike, examples: Examples, out: SolveOutput) -> tuple[dict[str, Any], dict]:
+    """The ARC metric of the official evaluator on a solved test split: every augmented version's prediction
+    mapped back through its inverse augmentation, votes per test input, pass@K averaged over tasks. Returns the
+    report section and the ARC Prize submission (``{task: [{"attempt_1": grid, "attempt_2": grid}, ...]}``)."""
+    from trm_edge.puzzles.arc_eval import ArcVoter
+
+    if examples.puzzle_identifiers is None:
+        raise DatasetError(f"{str(data_dir)!r} has no puzzle identifiers: ARC voting needs them")
+    voter = ArcVoter.from_dataset(data_dir)
+    voter.add(examples.puzzle_identifiers, examples.inputs, out.preds, out.q_halt_logits)
+    result = voter.result()
+    return {**result.metrics, "tasks_without_prediction": result.missing}, result.submission
 
 
 # -- parity -----------------------------------------------------------------------------------------------
