@@ -17,7 +17,8 @@ from trm_edge.commands.output import console, err_console, print_json, progress
 from trm_edge.errors import DatasetError, PuzzleError, TrmEdgeError
 from trm_edge.io import write_json_atomic
 
-MODEL_HELP = "A bundle directory, a checkpoint directory, or 'default' (the shipped model; the default)."
+MODEL_HELP = ("A bundle directory, a checkpoint directory, a training run directory (its model/), or 'default' "
+              "(the shipped model; the default).")
 RUNTIME_HELP = ("onnxruntime[:cpu|cuda|tensorrt], tensorrt or torch; default: torch for a checkpoint, the "
                 "target's first installed runtime for a bundle.")
 
@@ -210,12 +211,12 @@ def eval_command(
     import numpy as np
 
     from trm_edge.runtimes.evaluate import arc_scores, evaluate, is_arc_dataset, read_examples
+    from trm_edge.runtimes.solver import Solver
+    from trm_edge.runtimes.tasks import get_codec
 
     arc = split == "test" and is_arc_dataset(data)
     if submission is not None and not arc:
         raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
-    from trm_edge.runtimes.solver import Solver
-    from trm_edge.runtimes.tasks import get_codec
 
     rt = _open(model, runtime, threads=threads)
     examples = read_examples(str(data), split, config=rt.config).head(limit)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from torch import nn
 from trm_edge.errors import ExportError
 from trm_edge.export import passes
 from trm_edge.export.bundle import STEP_INPUTS, STEP_OUTPUTS, UNROLLED_OUTPUTS
+from trm_edge.quiet import third_party_output
 
 BATCH_AXIS = "batch"
 
@@ -115,8 +115,7 @@ def build_graph(model: nn.Module, *, kind: str = "step", opset: int = 17, batch:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trm-edge-export-") as tmp:
         raw = Path(tmp) / f"{kind}.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), third_party_output():  # the tracer's warnings: `trm-edge --verbose` shows them
             torch.onnx.export(wrapper, example_inputs(config, batch or 2, unrolled=unrolled), str(raw),
                               input_names=names_in, output_names=names_out, opset_version=opset,
                               dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)

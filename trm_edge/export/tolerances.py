@@ -21,8 +21,6 @@ from trm_edge.errors import ValidationError, choices
 
 OK, FAIL = "✓", "✗"
 SCALE_PREFIX = "scale."  # golden I/O key of an output's per-case feed scale: "scale.logits"
-
-
 HEADS = ("logits", "q_halt_logits")  # one dot product past z_H_next: far less rounding than the states
 
 
