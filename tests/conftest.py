@@ -30,6 +30,7 @@ PRESET_FAMILIES: dict[str, str] = {
     "arc-agi-1": "many-puzzles",
     "arc-agi-2": "many-puzzles",
     "sudoku-mini": "mlp",
+    "sudoku-mini-att": "rope",
 }
 
 

@@ -249,3 +249,85 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
                   str(tmp_path / "no.json"))
     assert refused.returncode == 2 and "needs the test split of an ARC dataset" in refused.stderr
     assert not (tmp_path / "no.json").exists()
+
+
+@pytest.fixture(scope="module")
+def arc_bundle(tmp_path_factory):
+    """A tiny random ARC model trained (in name) on a dataset built from ARC task files, its checkpoint keeping
+    the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself."""
+    from tests.conftest import random_trm
+    from tests.puzzles.test_arc import write_sources
+    from trm_edge.puzzles.build import build_dataset
+    from trm_edge.puzzles.dataset import read_identifiers
+    from trm_edge.trm.checkpoint import save_checkpoint
+    from trm_edge.trm.config import TRMConfig
+
+    tmp = tmp_path_factory.mktemp("arc")
+    training, combined = write_sources(tmp)
+    data = tmp / "arc"
+    build_dataset("arc", data, source=[str(training), str(combined)], aug=3, seed=2)
+    names = read_identifiers(data)
+    cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(names), hidden_size=16, num_heads=2,
+                    expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1,
+                    L_cycles=1, L_layers=1, halt_max_steps=2)
+    checkpoint = save_checkpoint(random_trm(cfg, seed=3), tmp / "ckpt", task="arc", identifiers=names)
+    run("export", str(checkpoint), "--target", "cpu", "-o", str(tmp / "bundle"))
+    return tmp / "bundle", data, training, combined
+
+
+def test_solve_arc_tasks_on_the_device_equals_the_vote_of_eval(arc_bundle, tmp_path):
+    """`solve` on the raw task file shows each test input under every augmentation the bundle has an embedding for
+    and votes: the same attempts as `eval` on the dataset built from those tasks (which holds exactly those
+    augmented test inputs), without torch."""
+    bundle, data, _, combined = arc_bundle
+    from_eval = tmp_path / "eval.json"
+    run("eval", str(bundle), "--data", str(data), "--submission", str(from_eval), "--json")
+    from_solve = tmp_path / "solve.json"
+    result = cli("solve", str(combined), "--model", str(bundle), "--no-halt", "--json", "--submission",
+                 str(from_solve), shim=True)
+    assert result.returncode == 0, result.stderr
+    expected = json.loads(from_eval.read_text())
+    assert json.loads(result.stdout) == expected == json.loads(from_solve.read_text())
+    assert sorted(expected) == ["eval0", "eval1"]
+    assert all(set(entry) == {"attempt_1", "attempt_2"} for entry in expected["eval0"])
+
+
+def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
+    bundle, _, training, combined = arc_bundle
+    one = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval1", "--json").stdout)
+    assert list(one) == ["eval1"]
+    # the identity version alone: one vote, so both attempts are its prediction
+    single = json.loads(run("solve", str(training / "train0.json"), "--model", str(bundle), "--augmentations", "1",
+                            "--json").stdout)
+    assert [entry["attempt_1"] == entry["attempt_2"] for entry in single["train0"]] == [True]
+    shown = run("solve", str(training / "train2.json"), "--model", str(bundle)).output
+    assert "train2 test 0 (4 versions voted)" in shown and "attempt 2" in shown
+
+
+def _task(test, train=None):
+    return {"train": train or [{"input": [[1, 2]], "output": [[2, 1]]}], "test": test}
+
+
+@pytest.mark.parametrize(("name", "content", "extra", "message"), [
+    ("eval0.json", {"train": [{"input": [[1]], "output": [[1]]}]}, [], "not an ARC task"),
+    ("eval0.json", _task([]), [], "has no test inputs"),
+    ("eval0.json", _task([{"input": [[1] * 31]}]), [], "at most 30 fit"),
+    ("unseen.json", _task([{"input": [[1, 2]]}]), [], "no puzzle embedding for it"),
+    ("eval0.json", _task([{"input": [[1, 2]]}]), ["--task", "eval9"], "task 'eval9' is not in"),
+    ("eval0.json", _task([{"input": [[1, 2]]}]), ["--augmentations", "0"], "must be at least 1"),
+    ("eval0.json", "[[1, 2]", [], "invalid JSON"),
+])
+def test_solve_arc_bad_input_is_one_line_and_writes_nothing(arc_bundle, tmp_path, name, content, extra, message):
+    bundle = arc_bundle[0]
+    task = tmp_path / name
+    task.write_text(content if isinstance(content, str) else json.dumps(content))
+    submission = tmp_path / "submission.json"
+    result = cli("solve", str(task), "--model", str(bundle), "--submission", str(submission), *extra)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not submission.exists()
+
+
+def test_arc_options_are_refused_for_other_tasks(bundles):
+    _, bundle = bundles("mlp")
+    result = cli("solve", SUDOKU, "--model", str(bundle), "--task", "x")
+    assert result.returncode == 2 and "--task: only for ARC models" in result.stderr

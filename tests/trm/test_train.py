@@ -259,3 +259,9 @@ def test_evaluation_agrees_with_model_predict_on_the_ema_model():
     halted = model.predict(inputs, ids, halt=True)
     assert metrics["halt_exact_accuracy"] == pytest.approx(exact(halted["preds"]))
     assert metrics["halt_mean_steps"] == pytest.approx(halted["steps"].float().mean().item())
+
+
+@pytest.mark.parametrize("item", ["eval_interval=0", "train_steps=0", "log_interval=-1", "checkpoint_interval=0"])
+def test_intervals_and_steps_below_one_are_refused(item):
+    with pytest.raises(ConfigError, match=item.split("=")[0] + r"=-?\d+ must be at least 1"):
+        resolve_configs("sudoku-mini", [item], {})

@@ -126,3 +126,27 @@ def test_a_dataset_of_another_task_is_refused_before_training(tmp_path):
     with pytest.raises(TrainingError, match=r"trains sudoku but .* holds maze puzzles; presets for maze: 'maze-hard'"):
         train_from_directory(preset="sudoku-mini", data=tmp_path / "maze", output=tmp_path / "run", train_steps=1)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_arc_model_keeps_its_identifier_names_through_export(monkeypatch, capsys, tmp_path):
+    """The names of the puzzle identifiers (which task and augmentation each embedding row belongs to) go from the
+    dataset into the trained checkpoint and on into the bundle, where ARC solving needs them."""
+    from tests.puzzles.test_arc import write_sources
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.puzzles.build import build_dataset
+
+    training, combined = write_sources(tmp_path)
+    data = tmp_path / "arc"
+    build_dataset("arc", data, source=[str(training), str(combined)], aug=2, seed=0)
+    args = ["train", "--preset", "arc-agi-1", "--data", str(data), "-o", str(tmp_path / "run"), "--train-steps", "1",
+            "--no-progress", "--set", "L_layers=1", "--set", "H_cycles=1", "--set", "eval_interval=1"]
+    for item in SMALL:
+        args += ["--set", item]
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    names = dataset.read_identifiers(data)
+    assert json.loads((tmp_path / "run" / "model" / "identifiers.json").read_text()) == names
+    code, _, err = cli(monkeypatch, capsys, "export", str(tmp_path / "run"), "--target", "cpu", "-o",
+                       str(tmp_path / "bundle"))
+    assert code == 0, err
+    assert load_bundle(tmp_path / "bundle").identifiers()["names"] == names

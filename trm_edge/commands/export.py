@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -26,7 +25,8 @@ def export(
     puzzles: list[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
                                                               "(ids, names or task names; comma-separated)."),
     identifiers: Path = typer.Option(None, "--identifiers", help="The dataset's identifiers.json (names of the "
-                                                                 "puzzle identifiers), for --puzzles by name."),
+                                                                 "puzzle identifiers; default: the checkpoint's own), "
+                                                                 "for --puzzles by name and for ARC solving."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -37,10 +37,9 @@ def export(
     profile = get_target(target)  # an unknown target fails before anything heavy is loaded
     if output.exists() and not force:
         raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
-    names = _identifier_names(identifiers) if identifiers else None
+    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info, read_identifier_names, resolve_model_path
 
-    from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
-
+    names = read_identifier_names(identifiers or resolve_model_path(model))
     info = read_checkpoint_info(model)  # torch-free: a non-checkpoint fails fast
     task = info.get("task")
     from trm_edge.export.exporter import export_bundle
@@ -74,19 +73,6 @@ def _printer(out):
         out.print(line, style=style, markup=False, highlight=False)
 
     return log
-
-
-def _identifier_names(path: Path) -> list[str]:
-    from trm_edge.errors import ExportError
-
-    file = path / "identifiers.json" if path.is_dir() else path
-    try:
-        names = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExportError(f"cannot read identifiers {str(file)!r}: {error}") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ExportError(f"{str(file)!r} is not an identifiers.json (a list of names, index = identifier)")
-    return names
 
 
 def targets(

@@ -20,13 +20,18 @@ def import_checkpoint(
     task: str = typer.Option(..., "--task", help="Puzzle task the model was trained on: sudoku, maze or arc."),
     seq_len: int = typer.Option(None, "--seq-len", help="Answer length; defaults to the task's (81 or 900)."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory to write the trm-edge checkpoint to."),
+    identifiers: Path = typer.Option(None, "--identifiers", help="The training set's identifiers.json (or its "
+                                     "dataset directory): the names of the puzzle identifiers, kept with the "
+                                     "checkpoint for ARC solving."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Convert an official TRM checkpoint into a trm-edge checkpoint (float32 safetensors)."""
-    from trm_edge.trm.checkpoint import import_official, save_checkpoint
+    from trm_edge.trm.checkpoint import import_official, read_identifier_names, save_checkpoint
 
+    names = read_identifier_names(identifiers) if identifiers else None
     model = import_official(checkpoint, task=task, seq_len=seq_len)
-    save_checkpoint(model, output, task=task, metadata={"imported_from": str(checkpoint)}, force=force)
+    save_checkpoint(model, output, task=task, metadata={"imported_from": str(checkpoint)}, identifiers=names,
+                    force=force)
     console.print(f"imported {checkpoint} -> {output}")
 
 

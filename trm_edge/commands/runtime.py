@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from trm_edge.commands.output import console, err_console, print_json, progress
-from trm_edge.errors import DatasetError, PuzzleError, TrmEdgeError
+from trm_edge.errors import DatasetError, PuzzleError, TrmEdgeError, choices
 from trm_edge.io import write_json_atomic
 
 MODEL_HELP = ("A bundle directory, a checkpoint directory, a training run directory (its model/), or 'default' "
@@ -119,7 +119,8 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tu
 def solve(
     puzzles: list[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters; '.', '0' or '-' for "
                                         "blanks). A puzzle that begins with '-' goes after '--': "
-                                        "trm-edge solve -- -PUZZLE."),
+                                        "trm-edge solve -- -PUZZLE. For an ARC model: task files (one task's "
+                                        "JSON, or a *_challenges.json)."),
     file: Path = typer.Option(None, "--file", "-f", help="A file of puzzles (blank-line separated; '-' for stdin)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     runtime: str = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP),
@@ -130,15 +131,33 @@ def solve(
     batch: int = typer.Option(16, "--batch", "-b", help="Puzzles in flight at once."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Solve the good puzzles when some are malformed."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per puzzle on stdout."),
+    task_ids: list[str] = typer.Option(None, "--task", help="ARC: solve only this task of the files (repeatable)."),
+    augmentations: int = typer.Option(None, "--augmentations", help="ARC: vote over at most this many versions of "
+                                      "each test input (default: every version the model has an embedding for)."),
+    submission: Path = typer.Option(None, "--submission", help="ARC: write the ARC Prize submission (two attempts "
+                                    "per test input) to this JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per puzzle on stdout (ARC: the "
+                                 "submission object)."),
 ) -> None:
-    """Solve puzzles with a bundle or checkpoint; print the grids, or JSON with --json."""
+    """Solve puzzles with a bundle or checkpoint; print the grids, or JSON with --json.
+
+    An ARC model solves tasks: each test input under every augmentation it has a puzzle embedding for,
+    predictions mapped back and voted on as the official evaluator does, two attempts per test input."""
     from trm_edge.runtimes.base import open_source
     from trm_edge.runtimes.tasks import get_codec
 
     if not puzzles and file is None:
         raise PuzzleError("no puzzles: give PUZZLE arguments or --file F")
     source = open_source(_model(model))
+    arc_only = {"--task": task_ids, "--augmentations": augmentations, "--submission": submission}
+    if source.task == "arc":
+        _solve_arc(source, [*(puzzles or []), *([str(file)] if file else [])], task_ids=task_ids or [],
+                   augmentations=augmentations, submission=submission, runtime=runtime, threads=threads,
+                   solver_options={"batch_size": batch, "max_steps": max_steps, "halt": halt, "threshold": threshold},
+                   as_json=as_json)
+        return
+    if given := [flag for flag, value in arc_only.items() if value]:
+        raise PuzzleError(f"{', '.join(given)}: only for ARC models; this model's task is {source.task!r}")
     codec = get_codec(source.task)
     parsed, errors = _read_puzzles(list(puzzles or []), file, codec)
     if errors and not keep_going:
@@ -167,6 +186,56 @@ def solve(
                 _print_answer(label, codec, tokens, answer)
     if errors:
         raise typer.Exit(2)
+
+
+def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: int | None, submission: Path | None,
+               runtime: str | None, threads: int | None, solver_options: dict[str, Any], as_json: bool) -> None:
+    from trm_edge.puzzles import arc
+    from trm_edge.runtimes.arc_solve import TaskEmbeddings, plan_tasks, solve_plans
+    from trm_edge.runtimes.solver import Solver
+
+    if augmentations is not None and augmentations < 1:
+        raise PuzzleError(f"--augmentations {augmentations} must be at least 1")
+    tasks: dict[str, arc.ArcTask] = {}
+    for path in paths:
+        tasks.update(arc.load_tasks(path))
+    if task_ids:
+        if missing := [t for t in task_ids if t not in tasks]:
+            raise PuzzleError(f"task {missing[0]!r} is not in {', '.join(paths)} ({len(tasks)} task(s): "
+                              f"{choices(sorted(tasks)[:8])})")
+        tasks = {t: tasks[t] for t in dict.fromkeys(task_ids)}
+    rt = _open(source, runtime, threads=threads)
+    embeddings = TaskEmbeddings.of(rt)
+    plans = plan_tasks(embeddings, list(tasks.values()), augmentations)
+    threshold = solver_options.pop("threshold")
+    solver = Solver(rt, **solver_options, threshold=rt.source.halt_threshold if threshold is None else threshold)
+    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("solving", total=sum(len(plan.identifiers) for plan in plans))
+        attempts = solve_plans(solver, embeddings, plans, on_progress=lambda k: bar.advance(task, k))
+    if submission is not None:
+        write_json_atomic(submission, attempts)
+    if as_json:
+        print_json(attempts)
+        return
+    for plan in plans:
+        for i, (example, entry) in enumerate(zip(plan.task.test, attempts[plan.task.name], strict=True)):
+            _print_grids(f"{plan.task.name} test {i} ({len(plan.identifiers) // len(plan.task.test)} versions voted)",
+                         {"input": example.input, **entry})
+    if submission is not None:
+        console.print(f"wrote {submission}")
+
+
+def _print_grids(title: str, grids: dict[str, Any]) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    from trm_edge.puzzles import arc
+
+    table = Table(title=title, title_justify="left")
+    for name in grids:
+        table.add_column(name.replace("_", " "))
+    table.add_row(*(arc.format_grid(np.asarray(grid, dtype=np.uint8)) for grid in grids.values()))
+    console.print(table)
 
 
 def _print_answer(label: str, codec, tokens, answer) -> None:

@@ -79,6 +79,15 @@ class ArcVoter:
         order = sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)
         return [self._grids[h] for h, _ in order]
 
+    def attempts(self, task: str, input_grid: np.ndarray, count: int = 2) -> dict[str, list] | None:
+        """The ARC Prize entry for one test input, ``{"attempt_1": grid, ...}`` (the best grid repeated when
+        fewer distinct grids got votes), or None when no prediction was added for it."""
+        ranked = self.ranked(task, input_grid)
+        if not ranked:
+            return None
+        tried = ranked[:count] + [ranked[0]] * max(0, count - len(ranked))
+        return {f"attempt_{i + 1}": g.tolist() for i, g in enumerate(tried)}
+
     def result(self, pass_ks: tuple[int, ...] = PASS_KS, attempts: int = 2) -> ArcResult:
         correct = dict.fromkeys(pass_ks, 0.0)
         submission, missing = {}, []
@@ -95,8 +104,7 @@ class ArcVoter:
                 hashes = [arc.grid_hash(g) for g in ranked]
                 for k in pass_ks:
                     hits[k] += label in hashes[:k]
-                tried = ranked[:attempts] + [ranked[0]] * max(0, attempts - len(ranked))
-                submission[task].append({f"attempt_{i + 1}": g.tolist() for i, g in enumerate(tried)})
+                submission[task].append(self.attempts(task, pair["input"], attempts))
             for k in pass_ks:
                 correct[k] += hits[k] / len(pairs) if pairs else 0.0
         tasks = max(1, len(self.test_puzzles))

@@ -24,6 +24,7 @@ FORMAT = "trm-edge-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
 RUN_MODEL_DIR = "model"  # a training run directory keeps its final (EMA) model here
 CONFIG_FILE = "config.json"
+IDENTIFIERS_FILE = "identifiers.json"  # names of the puzzle identifiers (index = identifier), as in datasets
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -75,17 +76,39 @@ def load_config(path_or_name: str | os.PathLike) -> TRMConfig:
 
 
 def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata: dict[str, Any] | None = None,
-                    force: bool = False) -> Path:
-    """Write ``model`` as a trm-edge checkpoint directory, atomically."""
+                    identifiers: list[str] | None = None, force: bool = False) -> Path:
+    """Write ``model`` as a trm-edge checkpoint directory, atomically; ``identifiers`` are the names of its
+    puzzle identifiers (the training set's identifiers.json), which ARC solving needs on the device."""
     from safetensors.torch import save_file
 
+    if identifiers is not None and len(identifiers) != model.config.num_puzzle_identifiers:
+        raise CheckpointError(f"{len(identifiers)} identifier names for a model with "
+                              f"{model.config.num_puzzle_identifiers} puzzle identifiers")
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     info = {"format": FORMAT, "trm_edge_version": __version__, "task": task, "model": model.config.to_dict(),
             **(metadata or {})}
     with atomic_directory(directory, force=force) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if identifiers is not None:
+            (tmp / IDENTIFIERS_FILE).write_text(json.dumps(identifiers) + "\n")
     return Path(directory)
+
+
+def read_identifier_names(path: str | os.PathLike) -> list[str] | None:
+    """The names of a checkpoint's puzzle identifiers, or None when it has none: the checkpoint's own
+    identifiers.json, or a dataset directory's / a file given for it."""
+    path = Path(path)
+    file = path / IDENTIFIERS_FILE if path.is_dir() else path
+    if path.is_dir() and not file.exists():
+        return None
+    try:
+        names = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read identifiers {str(file)!r}: {error}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{str(file)!r} is not an identifiers.json (a list of names, index = identifier)")
+    return names
 
 
 def load_model(path_or_name: str | os.PathLike):

@@ -519,6 +519,8 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     bar = _progress_bar(enabled=progress and d.is_main)
     task_id = bar.add_task("training", total=tc.train_steps, completed=trainer.step, status="")
 
+    names = _identifier_names(data_dir, model_config)
+
     def checkpoint() -> None:
         if not trainer.all_finite():
             raise TrainingError(f"non-finite weights at step {trainer.step}; stopped (the last good checkpoint "
@@ -526,10 +528,11 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
         trainer.elapsed = time.perf_counter() - started
         _write_state(trainer, run_dir, meta_info)
         if d.is_main:
-            save_checkpoint(trainer.eval_model(), run_dir / MODEL_DIR, task=task, force=True, metadata={
-                "preset": preset, "data_recipe": data_recipe, "data_dir": data_dir,
-                "training": {"step": trainer.step, "train": tc.to_dict(), "seconds": round(trainer.elapsed, 1),
-                             "world_size": d.world_size, "ema": tc.ema, "last_eval": last_eval}})
+            metadata = {"preset": preset, "data_recipe": data_recipe, "data_dir": data_dir,
+                        "training": {"step": trainer.step, "train": tc.to_dict(), "seconds": round(trainer.elapsed, 1),
+                                     "world_size": d.world_size, "ema": tc.ema, "last_eval": last_eval}}
+            save_checkpoint(trainer.eval_model(), run_dir / MODEL_DIR, task=task, force=True, identifiers=names,
+                            metadata=metadata)
 
     with bar:
         while trainer.step < tc.train_steps:
@@ -641,6 +644,16 @@ def resolve_configs(preset_name: str, overrides: list[str], data_metadata: Any,
     if train_steps is not None:
         train_config = dataclasses.replace(train_config, train_steps=train_steps)
     return model_config, train_config, preset.task
+
+
+def _identifier_names(data_dir: str | None, config: TRMConfig) -> list[str] | None:
+    """The dataset's names of the puzzle identifiers, kept with a checkpoint whose table has a row per name."""
+    from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
+
+    if not data_dir or not config.has_puzzle_table or not (Path(data_dir) / IDENTIFIERS_FILE).is_file():
+        return None
+    names = read_identifiers(data_dir)
+    return names if len(names) == config.num_puzzle_identifiers else None
 
 
 def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | os.PathLike,
