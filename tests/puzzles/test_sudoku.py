@@ -327,3 +327,24 @@ def test_options_as_keywords():
     assert ((made.givens >= 30) & (made.givens <= 31)).all()
     with pytest.raises(ConfigError, match="unknown sudoku option"):
         sudoku.generate(1, seed=0, clues=30)
+
+
+def test_problem_names_why_an_answer_fails_and_agrees_with_is_valid():
+    puzzle, solution = (sudoku.to_tokens(sudoku.parse(t)) for t in (EASY, EASY_SOLUTION))
+    assert sudoku.problem(puzzle, solution) is None
+    given = solution.copy()
+    given[0], given[1] = solution[1], solution[0]  # swaps the givens 5 and 3 of row 1
+    assert sudoku.problem(puzzle, given).startswith("the given 5 at r1c1 became 3")
+    blank = solution.copy()
+    blank[2] = 1  # token 1 is a blank
+    assert sudoku.problem(puzzle, blank) == "1 cell(s) left blank"
+    twice = solution.copy()
+    twice[2] = solution[3]
+    assert "appears twice in row 1" in sudoku.problem(puzzle, twice)
+    assert "not a digit token" in sudoku.problem(puzzle, np.zeros(81, np.int32))
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # random edits of the solution: valid exactly when there is no problem
+        answer = solution.copy()
+        cells = rng.choice(81, size=rng.integers(0, 3), replace=False)
+        answer[cells] = rng.integers(1, 11, size=cells.size)
+        assert (sudoku.problem(puzzle, answer) is None) == sudoku.is_valid(puzzle, answer)

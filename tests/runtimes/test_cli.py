@@ -58,8 +58,9 @@ def test_solve_on_a_bundle_needs_no_torch(bundles):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["puzzle"] for line in lines] == ["puzzle 1", "puzzle 2"]
     for line in lines:
-        assert set(line) == {"puzzle", "solution", "valid", "steps", "confidence", "halted"}
+        assert set(line) == {"puzzle", "solution", "valid", "problem", "steps", "confidence", "halted"}
         assert len(line["solution"]) == 81 and line["valid"] is False  # random weights solve nothing
+        assert isinstance(line["problem"], str) and line["problem"]
         assert 1 <= line["steps"] <= 4 and 0 < line["confidence"] < 1
     # ... and the shim really blocks torch:
     blocked = cli("solve", SUDOKU, "--model", str(bundle), "--runtime", "torch", shim=True)
@@ -331,3 +332,66 @@ def test_arc_options_are_refused_for_other_tasks(bundles):
     _, bundle = bundles("mlp")
     result = cli("solve", SUDOKU, "--model", str(bundle), "--task", "x")
     assert result.returncode == 2 and "--task: only for ARC models" in result.stderr
+
+
+MAZE_ROWS = ["S #   #", "  # # #", "       ", "## ### ", "   #   ", " #   # ", "##### G"]  # row 3: all open
+
+
+@pytest.fixture(scope="module")
+def maze_bundle(tmp_path_factory):
+    from tests.conftest import random_trm
+    from trm_edge.trm.checkpoint import save_checkpoint
+    from trm_edge.trm.config import TRMConfig
+
+    tmp = tmp_path_factory.mktemp("maze")
+    cfg = TRMConfig(seq_len=49, vocab_size=6, hidden_size=16, num_heads=2, expansion=2.0, pos_encodings="rope",
+                    puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1, L_cycles=1, L_layers=1, halt_max_steps=2)
+    checkpoint = save_checkpoint(random_trm(cfg), tmp / "ckpt", task="maze")
+    run("export", str(checkpoint), "--target", "cpu", "-o", str(tmp / "bundle"))
+    return tmp / "bundle"
+
+
+def test_solve_mazes_from_a_file_whose_rows_may_be_all_spaces(maze_bundle, tmp_path):
+    """Mazes in a file are separated by empty lines: a row of open cells (spaces) stays a row. Each answer is
+    checked as a path (the random model's are not), with the reason given; a maze of another size than the
+    model's is refused with both sizes."""
+    mazes = tmp_path / "mazes.txt"
+    mazes.write_text("\n".join(MAZE_ROWS) + "\n\n" + "\n".join(reversed(MAZE_ROWS)) + "\n")
+    result = cli("solve", "--model", str(maze_bundle), "--file", str(mazes), "--json", shim=True)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["puzzle"] for line in lines] == [f"{mazes}:1", f"{mazes}:9"]
+    assert all(line["valid"] is False and line["problem"] for line in lines)
+    shown = run("solve", "--model", str(maze_bundle), "--file", str(mazes)).output
+    assert "not valid ✗ (" in shown
+    big = tmp_path / "big.txt"
+    big.write_text("S" + " " * 79 + "G\n")
+    refused = cli("solve", "--model", str(maze_bundle), "--file", str(big))
+    assert refused.returncode == 2
+    assert "the puzzle is 9x9 (81 cells); this model solves 7x7 (49 cells)" in refused.stderr
+
+
+def test_maze_answers_are_reported_valid_exactly_when_they_mark_a_shortest_path():
+    """The solver's answer report on known answers: the shortest path is valid; a longer path, a broken one and one
+    through a wall are not, each with its reason."""
+    from trm_edge.puzzles import maze
+    from trm_edge.runtimes.solver import SolveOutput, answers
+    from trm_edge.runtimes.tasks import get_codec
+
+    puzzle = maze.parse("\n".join(MAZE_ROWS))
+    best = maze.solve(puzzle)
+    longer = maze.parse("\n".join(["S #ooo#", "o #o#o#", "oooo oo", "## ###o", "   #  o", " #   #o", "##### G"]),
+                        check=False)  # a connected path with a detour through the top row
+    broken = best.copy()
+    broken[np.argwhere(best == maze.PATH)[3][0], np.argwhere(best == maze.PATH)[3][1]] = maze.OPEN
+    walled = best.copy()
+    walled[0, 2] = maze.PATH
+    grids = [best, longer, broken, walled]
+    tokens = np.stack([maze.to_tokens(g) for g in grids])
+    out = SolveOutput(tokens, np.full(4, 2, np.int32), np.zeros(4, np.float32), np.zeros(4, bool))
+    report = answers(out, np.stack([maze.to_tokens(puzzle)] * 4), get_codec("maze"))
+    assert [a.valid for a in report] == [True, False, False, False]
+    assert report[0].problem is None
+    assert "shortest path" in report[1].problem and "moves" in report[1].problem
+    assert "do not connect" in report[2].problem
+    assert report[3].problem == "cell (0, 2) is 'o' in the answer but '#' in the maze"

@@ -73,11 +73,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # -- solve -------------------------------------------------------------------------------------------
 
 
-def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+def _read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
+                  ) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
     """Parse command-line puzzles and a file: ([(label, tokens)], [(label, error)]).
 
-    In a file, puzzles are separated by blank lines; a block that does not parse as one puzzle is
-    read as one puzzle per line (so a file of one-line sudokus works)."""
+    In a file, puzzles are separated by blank lines (empty lines for mazes, whose rows of open cells are
+    spaces); a block that does not parse as one puzzle is read as one puzzle per line (so a file of
+    one-line sudokus works). A puzzle of another size than the model's (``seq_len`` cells) is an error."""
     items: list[tuple[str, str]] = [(f"puzzle {i + 1}", text) for i, text in enumerate(puzzles)]
     if file is not None:
         try:
@@ -88,7 +90,7 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tu
         start = 1
         blocks: list[tuple[int, list[str]]] = []
         for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
+            if line.rstrip("\r") if codec.space_is_cell else line.strip():
                 if not block:
                     start = line_no
                 block.append(line)
@@ -110,10 +112,22 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec) -> tuple[list[tu
     parsed, errors = [], []
     for label, text in items:
         try:
-            parsed.append((label, codec.parse(text)))
+            tokens = codec.parse(text)
         except PuzzleError as error:
             errors.append((label, " ".join(str(error).split())))
+            continue
+        if tokens.size != seq_len:
+            errors.append((label, f"the puzzle is {_size(tokens.size)}; this model solves {_size(seq_len)}"))
+        else:
+            parsed.append((label, tokens))
     return parsed, errors
+
+
+def _size(cells: int) -> str:
+    import math
+
+    side = math.isqrt(cells)
+    return f"{side}x{side} ({cells} cells)" if side * side == cells else f"{cells} cells"
 
 
 def solve(
@@ -159,7 +173,7 @@ def solve(
     if given := [flag for flag, value in arc_only.items() if value]:
         raise PuzzleError(f"{', '.join(given)}: only for ARC models; this model's task is {source.task!r}")
     codec = get_codec(source.task)
-    parsed, errors = _read_puzzles(list(puzzles or []), file, codec)
+    parsed, errors = _read_puzzles(list(puzzles or []), file, codec, source.config.seq_len)
     if errors and not keep_going:
         label, message = errors[0]
         raise PuzzleError(f"{label}: {message}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
@@ -239,13 +253,14 @@ def _print_grids(title: str, grids: dict[str, Any]) -> None:
 
 
 def _print_answer(label: str, codec, tokens, answer) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=label, show_lines=False, title_justify="left")
     table.add_column("puzzle")
     table.add_column("answer")
     table.add_row(codec.render(tokens), codec.render(answer.tokens))
-    mark = "[green]valid ✓[/]" if answer.valid else "[red]not valid ✗[/]"
+    mark = "[green]valid ✓[/]" if answer.valid else f"[red]not valid ✗[/] ({escape(answer.problem or '')})"
     stop = "halted" if answer.halted else "max steps"
     console.print(table)
     console.print(f"{mark}  steps {answer.steps} ({stop})  confidence {answer.confidence:.3f}")

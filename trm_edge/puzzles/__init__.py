@@ -12,6 +12,7 @@ rest of trm-edge (the solver, quantization's calibration data, the CLI) codes ag
     text = task.format_grid(grid)        # grid -> canonical text (parses back)
     text = task.render(grid)             # grid -> readable text for a terminal
     ok = task.is_valid(puzzle_tokens, answer_tokens)   # is the answer right? never raises
+    why = task.problem(puzzle_tokens, answer_tokens)   # None when it is, else why not; never raises
 
 ``is_valid`` is exact for Sudoku (the answer keeps the givens and obeys the rules) and Maze (the
 answer marks a shortest S -> G path); an ARC answer can only be checked against the task's
@@ -34,7 +35,7 @@ TASK_SEQ_LEN = {"sudoku": 81, "maze": 900, "arc": 900}
 TASKS = {"sudoku": "trm_edge.puzzles.sudoku", "maze": "trm_edge.puzzles.maze", "arc": "trm_edge.puzzles.arc"}
 
 CODEC_INTERFACE = ("NAME", "SEQ_LEN", "VOCAB_SIZE", "PAD_ID", "parse", "to_tokens", "from_tokens", "decode",
-                   "format_grid", "render", "is_valid")
+                   "format_grid", "render", "is_valid", "problem")
 
 
 def get_task(name: str) -> ModuleType:

@@ -180,6 +180,13 @@ def is_valid(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> bool:
     return bool(np.array_equal(encode_grid(grid), np.asarray(answer_tokens).reshape(-1)))
 
 
+def problem(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> str | None:
+    """Why the answer is not a well-formed grid (None when it is); never raises."""
+    if is_valid(puzzle_tokens, answer_tokens):
+        return None
+    return "not a well-formed grid (a colour rectangle at the top-left, EOS right of and below it, PAD beyond)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Tasks
 

@@ -35,6 +35,7 @@ CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 PAD_ID = 0
 VOCAB_SIZE = len(CHARSET) + 1
+SPACE_IS_CELL = True  # a row of open cells is a line of spaces: in a file, only empty lines separate mazes
 DEFAULT_SIZE = 30
 SEQ_LEN = DEFAULT_SIZE * DEFAULT_SIZE
 _CHAR_TO_TOKEN = {c: i + 1 for i, c in enumerate(CHARSET)}
@@ -132,10 +133,15 @@ def decode(tokens: np.ndarray) -> str:
 
 def is_valid(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> bool:
     """Whether the answer marks a shortest S -> G path of the puzzle; never raises."""
+    return problem(puzzle_tokens, answer_tokens) is None
+
+
+def problem(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> str | None:
+    """Why the answer is not a shortest S -> G path of the puzzle (None when it is); never raises."""
     try:
-        return validate(from_tokens(puzzle_tokens), from_tokens(answer_tokens))
-    except PuzzleError:
-        return False
+        return answer_problem(from_tokens(puzzle_tokens), from_tokens(answer_tokens))
+    except PuzzleError as error:
+        return str(error).removeprefix(f"{NAME}: ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,24 +244,38 @@ def solve(grid: np.ndarray) -> np.ndarray:
 
 def validate(puzzle: np.ndarray, answer: np.ndarray) -> bool:
     """Whether ``answer`` is ``puzzle`` with exactly the cells of one shortest S -> G path marked."""
+    return answer_problem(puzzle, answer) is None
+
+
+def answer_problem(puzzle: np.ndarray, answer: np.ndarray) -> str | None:
+    """Why ``answer`` is not ``puzzle`` with one shortest S -> G path marked (None when it is): the maze
+    changed, the marked cells do not connect S to G through open cells, or they make a longer path."""
     puzzle, answer = _as_grid(puzzle), _as_grid(answer)
     if puzzle.shape != answer.shape:
-        return False
+        return f"the answer is {answer.shape[0]}x{answer.shape[1]}, the maze {puzzle.shape[0]}x{puzzle.shape[1]}"
     marked = answer == PATH
-    if not np.array_equal(np.where(marked, OPEN, answer), np.where(puzzle == PATH, OPEN, puzzle)):
-        return False  # walls, S and G must stay; only open cells may be marked
+    changed = np.argwhere(np.where(marked, OPEN, answer) != np.where(puzzle == PATH, OPEN, puzzle))
+    if changed.size:  # walls, S and G must stay; only open cells may be marked
+        r, c = (int(v) for v in changed[0])
+        found, expected = (str(_TOKEN_TO_CHAR[grid[r, c]]) for grid in (answer, puzzle))
+        return f"cell ({r}, {c}) is {found!r} in the answer but {expected!r} in the maze"
     try:
         start, goal, side, dist, _, _ = _search(puzzle)
-    except PuzzleError:
-        return False
+    except PuzzleError as error:
+        return str(error)
     shortest = dist[goal]
-    if shortest < 0 or int(marked.sum()) != shortest - 1:
-        return False
-    # The marked cells plus S and G must connect S to G in `shortest` moves; with exactly
-    # shortest - 1 marked cells that walk uses every one of them once, so they are that path.
+    if shortest < 0:
+        return "the maze has no path from 'S' to 'G'"
     on_path = (marked | (answer == START) | (answer == GOAL)).reshape(-1).tolist()
-    path_dist, _ = bfs(on_path, side, start)
-    return path_dist[goal] == shortest
+    walked = bfs(on_path, side, start)[0][goal]
+    if walked < 0:
+        return f"the {int(marked.sum())} marked cells do not connect 'S' to 'G'"
+    # With S and G connected through marked cells, the walk uses at least `shortest` moves; with exactly
+    # shortest - 1 marked cells it uses every one of them once, so they are that path and nothing else.
+    if int(marked.sum()) != shortest - 1:
+        return (f"{int(marked.sum())} cells marked; a shortest path from 'S' to 'G' has {shortest} moves "
+                f"({shortest - 1} cells)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

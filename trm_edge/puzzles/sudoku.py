@@ -164,6 +164,21 @@ def is_valid(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> bool:
         return False
 
 
+def problem(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> str | None:
+    """Why the answer does not solve the puzzle (None when it does); never raises."""
+    try:
+        puzzle, answer = from_tokens(puzzle_tokens), from_tokens(answer_tokens)
+        changed = np.argwhere((puzzle != 0) & (puzzle != answer))
+        if changed.size:
+            r, c = (int(v) for v in changed[0])
+            return f"the given {puzzle[r, c]} at r{r + 1}c{c + 1} became {answer[r, c] or 'blank'}"
+        check_givens(answer)
+    except PuzzleError as error:
+        return str(error).removeprefix(f"{NAME}: ")
+    blanks = int((answer == 0).sum())
+    return f"{blanks} cell(s) left blank" if blanks else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Rules and solving
 

@@ -171,13 +171,14 @@ class PuzzleAnswer:
     index: int
     solution: str
     valid: bool
+    problem: str | None  # why the answer is not valid (None when it is)
     steps: int
     confidence: float
     halted: bool
     tokens: np.ndarray
 
     def to_json(self) -> dict[str, Any]:
-        return {"solution": self.solution, "valid": self.valid, "steps": self.steps,
+        return {"solution": self.solution, "valid": self.valid, "problem": self.problem, "steps": self.steps,
                 "confidence": round(self.confidence, 6), "halted": self.halted}
 
 
@@ -189,8 +190,9 @@ def answers(output: SolveOutput, inputs: np.ndarray, codec: Any, *, indices: Seq
     result = []
     for row, index in enumerate(indices):
         tokens = output.preds[row]
+        problem = codec.problem(inputs[row], tokens)
         result.append(PuzzleAnswer(
-            index=index, solution=codec.decode(tokens), valid=bool(codec.is_valid(inputs[row], tokens)),
+            index=index, solution=codec.decode(tokens), valid=problem is None, problem=problem,
             steps=int(output.steps[row]), confidence=float(confidence[row]), halted=bool(output.halted[row]),
             tokens=tokens))
     return result

@@ -16,6 +16,7 @@ from trm_edge.errors import PuzzleError, choices
 @runtime_checkable
 class Codec(Protocol):
     name: str
+    space_is_cell: bool  # a line of spaces is puzzle text (a maze row), not a blank line between puzzles
 
     def parse(self, text: str) -> np.ndarray:
         """Puzzle text -> input tokens ``[seq_len]`` int32; PuzzleError naming the problem."""
@@ -29,14 +30,18 @@ class Codec(Protocol):
     def is_valid(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """Whether ``answer`` (tokens) solves ``puzzle`` (tokens) by the task's rules."""
 
+    def problem(self, puzzle: np.ndarray, answer: np.ndarray) -> str | None:
+        """Why ``answer`` does not solve ``puzzle`` (None when it does)."""
+
 
 class _TaskCodec:
     """Adapts a task module of trm_edge.puzzles (``parse`` -> grid, ``to_tokens``, ``from_tokens``,
-    ``decode``, ``render``, ``is_valid``) to :class:`Codec`."""
+    ``decode``, ``render``, ``is_valid``, ``problem``) to :class:`Codec`."""
 
     def __init__(self, name: str, task: object) -> None:
         self.name = name
         self.task = task
+        self.space_is_cell = bool(getattr(task, "SPACE_IS_CELL", False))
 
     def parse(self, text: str) -> np.ndarray:
         if not text or not text.strip():
@@ -54,6 +59,9 @@ class _TaskCodec:
 
     def is_valid(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         return bool(self.task.is_valid(np.asarray(puzzle), np.asarray(answer)))
+
+    def problem(self, puzzle: np.ndarray, answer: np.ndarray) -> str | None:
+        return self.task.problem(np.asarray(puzzle), np.asarray(answer))
 
 
 def get_codec(task: str | None) -> Codec:
