@@ -203,3 +203,19 @@ def test_answers_decode_and_report_validity_truthfully(answer, valid):
     assert result.steps == 2 and result.halted
     assert result.to_json() == {"solution": result.solution, "valid": valid, "steps": 2,
                                 "confidence": round(float(sigmoid(1.0)), 6), "halted": True}
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.0, 1.0, 10.0])
+def test_halting_read_from_an_all_steps_run_equals_a_halting_run(threshold):
+    """The quantization report reads its halting figures from the all-steps run instead of a second pass; that
+    reading must answer exactly what the halting solver answers (steps, answers, q, halted)."""
+    halt_at = [1, 2, 3, 5, 2, 1, 3, 4]  # the scripted runtime's q jumps from -3 to 3 at these steps
+    inputs = scripted_inputs(halt_at)
+    recorded = Solver(Scripted(), batch_size=3, halt=False).run(inputs, record_steps=True)
+    direct = Solver(Scripted(), batch_size=3, halt=True, threshold=threshold).run(inputs)
+    derived = recorded.halting(threshold)
+    assert np.array_equal(derived.steps, direct.steps) and np.array_equal(derived.preds, direct.preds)
+    assert np.array_equal(derived.halted, direct.halted)
+    assert np.array_equal(derived.q_halt_logits, direct.q_halt_logits)
+    with pytest.raises(TrmEdgeError, match="record_steps"):
+        Solver(Scripted(), batch_size=3, halt=False).run(inputs).halting(0.0)

@@ -105,23 +105,30 @@ def evaluate(runtime: Runtime, examples: Examples, *, solver: Solver, codec: Any
     if examples.labels is None:
         raise DatasetError("evaluation needs labels")
     out = solver.run(examples.inputs, examples.puzzle_identifiers, record_steps=by_step, on_progress=on_progress)
+    return score(runtime, examples, out, threshold=solver.threshold, max_steps=solver.max_steps, halt=solver.halt,
+                 codec=codec), out
+
+
+def score(runtime: Runtime, examples: Examples, out: SolveOutput, *, threshold: float, max_steps: int, halt: bool,
+          codec: Any = None) -> dict[str, Any]:
+    """The metrics of :func:`evaluate` for a solver output on labelled ``examples``."""
     exact, _ = accuracy(out.preds, examples.labels, examples.ignore_label_id)
     mask = label_mask(examples.labels, examples.ignore_label_id)
     halted = out.halted
-    q_says_right = out.q_halt_logits > solver.threshold
+    q_says_right = out.q_halt_logits > threshold
     report: dict[str, Any] = {
         "count": len(examples),
         "exact_accuracy": float(exact.mean()) if len(exact) else 0.0,
         "cell_accuracy": float(((out.preds == examples.labels) & mask).sum() / max(int(mask.sum()), 1)),
         "mean_steps": float(out.steps.mean()) if len(exact) else 0.0,
-        "max_steps": solver.max_steps,
-        "halt": solver.halt,
+        "max_steps": max_steps,
+        "halt": halt,
         "halting": {
-            "threshold": solver.threshold,
+            "threshold": threshold,
             "halted_fraction": float(halted.mean()) if len(exact) else 0.0,  # stopped before max_steps' end
             "q_halt_accuracy": float((q_says_right == exact).mean()) if len(exact) else 0.0,
             "halted_exact_accuracy": float(exact[halted].mean()) if halted.any() else None,
-            "steps_histogram": np.bincount(out.steps, minlength=solver.max_steps + 1)[1:].tolist(),
+            "steps_histogram": np.bincount(out.steps, minlength=max_steps + 1)[1:].tolist(),
         },
         "seconds": out.seconds,
         "puzzles_per_s": len(exact) / out.seconds if out.seconds else None,
@@ -130,11 +137,11 @@ def evaluate(runtime: Runtime, examples: Examples, *, solver: Solver, codec: Any
     if codec is not None:
         valid = np.array([codec.is_valid(p, a) for p, a in zip(examples.inputs, out.preds, strict=True)], bool)
         report["valid_fraction"] = float(valid.mean()) if len(valid) else 0.0
-    if by_step and out.step_preds is not None:
+    if out.step_preds is not None:
         report["exact_accuracy_by_step"] = [
             float(accuracy(out.step_preds[k], examples.labels, examples.ignore_label_id)[0].mean())
-            for k in range(solver.max_steps)]
-    return report, out
+            for k in range(max_steps)]
+    return report
 
 
 def is_arc_dataset(data_dir: str | os.PathLike) -> bool:

@@ -50,6 +50,19 @@ class SolveOutput:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def halting(self, threshold: float) -> SolveOutput:
+        """What a halting run answers, read from this all-steps run recorded with ``record_steps``: each puzzle
+        stops at its first step whose ``q_halt_logits > threshold``, else runs every step. No second pass: a
+        puzzle's trajectory does not depend on when the others in its batch stop."""
+        if self.step_preds is None or self.step_q is None or np.isnan(self.step_q).any():
+            raise TrmEdgeError("halting() needs an all-steps run recorded with record_steps=True")
+        stops = self.step_q > threshold  # [max_steps, N]
+        halted = stops.any(axis=0)
+        last = np.where(halted, stops.argmax(axis=0), len(self.step_q) - 1)
+        every = np.arange(len(self))
+        return SolveOutput(self.step_preds[last, every], (last + 1).astype(np.int32), self.step_q[last, every],
+                           halted)  # seconds unknown: not timed
+
 
 class Solver:
     """Drive ``runtime`` over batches of puzzles.
