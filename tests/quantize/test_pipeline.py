@@ -317,3 +317,21 @@ def test_third_party_output_only_with_verbose(bundle, tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0, verbose.stderr
     assert chatter in verbose.stderr and json.loads(verbose.stdout)["precision"] == "int8"
+
+
+@pytest.mark.parametrize("target", ["x86-avx512", "jetson-orin-nano"])
+@pytest.mark.parametrize("family", sorted({f for f in PRESET_FAMILIES.values() if not TINY_CONFIGS[f].mlp_t}))
+def test_attention_int8_quantizes_both_inputs_of_q_k_and_p_v(bundle, family_data, family, target, tmp_path):
+    """--attention-int8: q @ k^T and the weighted sum of v also take Q/DQ on both inputs (calibrated like every
+    activation), and the bundle still runs and passes its golden I/O, in both INT8 formats."""
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    calib = {"calib_task": "sudoku"} if TASKS[family] == "sudoku" else {"calib_task": None,
+                                                                         "calib_dir": str(family_data(family))}
+    result = quantize_bundle(bundle(family, target), tmp_path / "q", _options(attention_int8=True, **calib))
+    assert result.quantization["verify"]["ok"] and result.quantization["attention_int8"] is True
+    graph = onnx.load(str(load_bundle(result.output).step_graph_path)).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    products = [n for n in graph.node if n.op_type == "MatMul" and "self_attn" in n.name and "proj" not in n.name]
+    assert products and all(producer.get(x) == "DequantizeLinear" for n in products for x in n.input[:2])

@@ -42,6 +42,8 @@ def quantize(
                                                        "projection's input outliers into the up projection "
                                                        "(exact in float)."),
     no_smooth: bool = typer.Option(False, "--no-smooth", help="Quantize without SwiGLU smoothing."),
+    attention_int8: bool = typer.Option(False, "--attention-int8", help="Also quantize attention's q @ k^T and "
+                                        "weighted sum of v (default: float; see the README for what it costs)."),
     seed: int = typer.Option(0, "--seed", help="Seed for generated calibration puzzles."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the parity report (accuracy, throughput)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
@@ -63,7 +65,7 @@ def quantize(
         precision="int8" if int8 else "fp16", backend=backend, method=method,
         calib_dir=None if calib is None else str(calib), calib_task=calib_task, calib_n=calib_n, val_n=val_n,
         eval_n=eval_n, seed=seed, max_drop=max_drop, exclude=tuple(exclude or ()), calib_halt=calib_halt,
-        report=not no_report, smooth=None if no_smooth else smooth)
+        report=not no_report, smooth=None if no_smooth else smooth, attention_int8=attention_int8)
     log_console = err_console if as_json else console
     result = quantize_bundle(bundle, output, options, force=force,
                              log=lambda line: log_console.print(line, markup=False, highlight=False))

@@ -15,25 +15,29 @@ import onnx
 
 from trm_edge.errors import QuantizationError, RuntimeUnavailableError
 from trm_edge.quantize.formats import Backend, Int8Spec, Method
-from trm_edge.quantize.graph import float_for_float_consumers, quantizable_nodes, retype_activations
+from trm_edge.quantize.graph import float_for_float_consumers, int8_nodes, retype_activations
 from trm_edge.quiet import third_party_output
 
 
 def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend, method: Method,
                   ranges: dict[str, tuple[float, float]] | None = None, reader: Any = None,
-                  exclude: list[str] | tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The quantized graph and what was done (tool, settings, nodes quantized/kept float)."""
+                  exclude: list[str] | tuple[str, ...] = (), attention: bool = False
+                  ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The quantized graph and what was done (tool, settings, nodes quantized/kept float). ``attention`` also
+    quantizes the attention MatMuls (q @ k^T, weights @ v; onnxruntime only)."""
     excluded = set(exclude)
+    targets = [n.name for n in int8_nodes(prepared, spec.quantize_ops, attention=attention)]
     if backend is Backend.ORT:
         if ranges is None:
             raise QuantizationError("the ort backend needs calibration ranges")
-        model = _ort(prepared, spec, ranges, sorted(excluded))
+        model = _ort(prepared, spec, ranges, targets, sorted(excluded), attention)
         tool = _version("onnxruntime")
     else:
         if reader is None:
             raise QuantizationError("the nncf backend needs the calibration feeds")
+        if attention:
+            raise QuantizationError("--attention-int8 is onnxruntime's (--backend ort)")
         model, tool = _nncf(prepared, spec, reader, method, sorted(excluded))
-    targets = [n.name for n in quantizable_nodes(prepared, spec.quantize_ops)]
     quantized = {n for n in targets if n not in excluded}
     rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
     from trm_edge.export.passes import dedupe_initializers
@@ -67,15 +71,15 @@ def _version(package: str) -> str:
         return package
 
 
-def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[float, float]],
-         exclude: list[str]) -> onnx.ModelProto:
+def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[float, float]], nodes: list[str],
+         exclude: list[str], attention: bool) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationMethod, quantize_static, save_tensors_data
 
     from trm_edge.quantize.calibration import tensors_data
 
-    args = spec.ort_arguments()
-    # Named, because MatMulConstBOnly alone still hands attention's q @ k^T to the quantizer (onnxruntime 1.32).
-    weight_gemms = [n.name for n in quantizable_nodes(prepared, spec.quantize_ops)]
+    # The nodes are named because MatMulConstBOnly alone still hands attention's q @ k^T to the quantizer
+    # (onnxruntime 1.32).
+    args = spec.ort_arguments(attention=attention)
     with tempfile.TemporaryDirectory(prefix="trm-edge-quant-") as tmp:
         src, dst, cache = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         onnx.save(prepared, str(src))
@@ -83,7 +87,7 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
         try:
             with third_party_output():
                 quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache),
-                                calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=weight_gemms,
+                                calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes,
                                 nodes_to_exclude=list(exclude), **args)
         except (ValueError, RuntimeError, KeyError, onnx.checker.ValidationError) as error:
             raise QuantizationError(f"onnxruntime quantization failed: {' '.join(str(error).split())[:300]}") \

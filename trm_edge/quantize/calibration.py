@@ -341,14 +341,17 @@ class StepRanges:
         return {"tensors": self.tensors, "low": self.low.tolist(), "high": self.high.tolist()}
 
 
-def quantized_inputs(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
-    """The activation tensors that int8 quantization rounds: input 0 of the weight GEMMs."""
-    from trm_edge.quantize.graph import quantizable_nodes
+def quantized_inputs(model: onnx.ModelProto, op_types: Sequence[str], *, attention: bool = False) -> list[str]:
+    """The activation tensors that int8 quantization rounds: input 0 of the weight GEMMs, and with ``attention``
+    both inputs of the attention MatMuls."""
+    from trm_edge.quantize.graph import int8_nodes
 
+    inits = {t.name for t in model.graph.initializer}
     seen: list[str] = []
-    for node in quantizable_nodes(model, tuple(op_types)):
-        if node.input[0] not in seen:
-            seen.append(node.input[0])
+    for node in int8_nodes(model, tuple(op_types), attention=attention):
+        for name in node.input[:2]:
+            if name not in inits and name not in seen:
+                seen.append(name)
     return seen
 
 

@@ -82,7 +82,9 @@ class Int8Spec:
                 "label": self.label}
 
     # -- onnxruntime.quantization arguments ------------------------------------------------------------
-    def ort_arguments(self) -> dict[str, Any]:
+    def ort_arguments(self, *, attention: bool = False) -> dict[str, Any]:
+        """onnxruntime's quantize_static arguments; ``attention`` lets it quantize activation x activation
+        MatMuls (the ones named in nodes_to_quantize)."""
         from onnxruntime.quantization import QuantFormat, QuantType
 
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -96,7 +98,7 @@ class Int8Spec:
             "extra_options": {
                 "ActivationSymmetric": self.symmetric_activations,
                 "WeightSymmetric": self.symmetric_weights,
-                "MatMulConstBOnly": True,  # weight GEMMs only: activation x activation products stay float
+                "MatMulConstBOnly": not attention,  # else activation x activation products stay float
                 "QuantizeBias": False,  # biases stay float: TensorRT's Q/DQ import takes no int32 bias
                 # GEMM outputs stay float (MatMulIntegerToFloat on CPUs; FP16 on TensorRT): measured 1.7x faster
                 # than re-quantizing them (qdq-u8s8-outq in benchmarks/quantize_formats.py)

@@ -220,6 +220,17 @@ def quantizable_nodes(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list
             if n.op_type in op_types and n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits]
 
 
+def attention_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """MatMuls of two activations: attention's q @ k^T and its weighted sum of v (none in mlp_t models)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type == "MatMul" and not inits.intersection(n.input)]
+
+
+def int8_nodes(model: onnx.ModelProto, op_types: tuple[str, ...], *, attention: bool = False) -> list[onnx.NodeProto]:
+    """The nodes INT8 quantizes: the weight GEMMs, and with ``attention`` also the attention MatMuls."""
+    return quantizable_nodes(model, op_types) + (attention_matmuls(model) if attention else [])
+
+
 def node_groups(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[NodeGroup]:
     inits = {t.name: t for t in model.graph.initializer}
     by_weight: dict[str, list[onnx.NodeProto]] = defaultdict(list)

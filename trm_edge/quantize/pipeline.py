@@ -49,6 +49,7 @@ class QuantizeOptions:
     bench_steps: int = 2  # timed steps per throughput run (puzzles/s is reported for all steps)
     report: bool = True
     smooth: float | None = 0.8  # SwiGLU smoothing strength alpha (None: off); exact, see graph.smooth_swiglu
+    attention_int8: bool = False  # also quantize attention's q @ k^T and weighted sum (onnxruntime backend)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", parse_enum(Precision, self.precision, "precision"))
@@ -114,7 +115,7 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
 
 
 def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tensors: list[str],
-               excluded: list[str]) -> None:
+               excluded: list[str], attention: bool) -> None:
     """Fail in seconds what would otherwise fail after minutes of calibration: the backend is installed, and
     (onnxruntime) the graph quantizes in this format, tried with placeholder ranges on a copy."""
     from trm_edge.quantize.backends import check_backend, quantize_int8
@@ -123,7 +124,7 @@ def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tens
     if backend is Backend.ORT:
         placeholder = dict.fromkeys(tensors, (-1.0, 1.0))
         quantize_int8(copy.deepcopy(prepared), spec, backend=backend, method=Method.MINMAX, ranges=placeholder,
-                      exclude=excluded)
+                      exclude=excluded, attention=attention)
 
 
 def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.ModelProto, dict, dict]:
@@ -140,8 +141,10 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
                                 "percentile")
     prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
     excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
-    tensors = quantized_inputs(prepared, spec.quantize_ops)
-    _preflight(prepared, spec, options.backend, tensors, excluded)
+    if options.attention_int8 and options.backend is not Backend.ORT:
+        raise QuantizationError("--attention-int8 is onnxruntime's (--backend ort)")
+    tensors = quantized_inputs(prepared, spec.quantize_ops, attention=options.attention_int8)
+    _preflight(prepared, spec, options.backend, tensors, excluded, options.attention_int8)
     data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
                             val_n=options.validation_puzzles, eval_n=options.eval_n if options.report else 0,
                             seed=options.seed)
@@ -182,7 +185,8 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
 
     def build(nodes: list[str]) -> onnx.ModelProto:
         model, last["info"] = quantize_int8(prepared, spec, backend=options.backend, method=method,
-                                            ranges=ranges, reader=reader, exclude=nodes)
+                                            ranges=ranges, reader=reader, exclude=nodes,
+                                            attention=options.attention_int8)
         last["excluded"] = list(nodes)
         return model
 
@@ -223,6 +227,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
         "format": spec.to_dict(),
         "backend": backend_info,
         "method": method.value,
+        "attention_int8": options.attention_int8,
         "graph_passes": passes,
         "smoothing": smoothing,
         "calibration": {**data.recipe, "steps": trajectories.steps, "states": trajectories.states,
