@@ -169,3 +169,22 @@ def test_cli_init_then_info_on_the_checkpoint(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     report = json.loads(_cli("info", str(tmp_path / "m"), "--json").stdout)
     assert report["config"]["hidden_size"] == 128
+
+
+def test_cli_import_keeps_the_identifier_names_of_an_arc_model(tmp_path, tiny_model_factory):
+    """An official ARC checkpoint knows its puzzle identifiers only by number; `import --identifiers` keeps the
+    training set's names with it (for ARC solving), and a list of the wrong length is refused."""
+    model = tiny_model_factory("many-puzzles")
+    path = write_official_checkpoint(model, tmp_path / "run")
+    names = ["<blank>", *(f"task{i}|||t{i}|||0123456789" for i in range(model.config.num_puzzle_identifiers - 1))]
+    (tmp_path / "identifiers.json").write_text(json.dumps(names))
+    seq = str(model.config.seq_len)
+    result = _cli("import", str(path), "--task", "arc", "--seq-len", seq, "--identifiers",
+                  str(tmp_path / "identifiers.json"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "identifiers.json").read_text()) == names
+    (tmp_path / "short.json").write_text(json.dumps(names[:-1]))
+    refused = _cli("import", str(path), "--task", "arc", "--seq-len", seq, "--identifiers",
+                   str(tmp_path / "short.json"), "-o", str(tmp_path / "bad"))
+    assert refused.returncode == 2 and "identifier names for a model with" in refused.stderr
+    assert not (tmp_path / "bad").exists()
