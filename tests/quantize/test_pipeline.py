@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import PRESET_FAMILIES, TINY_CONFIGS
-from tests.quantize.conftest import TASKS
+from tests.quantize.conftest import TASKS, make_model
 from trm_edge.errors import OutputExistsError, QuantizationError
 
 
@@ -335,3 +335,31 @@ def test_attention_int8_quantizes_both_inputs_of_q_k_and_p_v(bundle, family_data
     producer = {out: n.op_type for n in graph.node for out in n.output}
     products = [n for n in graph.node if n.op_type == "MatMul" and "self_attn" in n.name and "proj" not in n.name]
     assert products and all(producer.get(x) == "DequantizeLinear" for n in products for x in n.input[:2])
+
+
+@pytest.mark.parametrize("family", sorted(set(PRESET_FAMILIES.values())))
+def test_every_family_goes_from_an_official_checkpoint_to_verified_quantized_bundles(family_data, family, tmp_path):
+    """The user's path, command by command: an official checkpoint (bf16 state dict + all_config.yaml) is imported,
+    exported for the x86 and the Jetson target, quantized to INT8 in each target's format and to FP16 for the
+    Jetson, and every bundle passes `verify` on its golden I/O."""
+    from tests.trm.official_fixture import write_official_checkpoint
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, f"{args[0]}: {result.stderr}"
+        return result.stdout
+
+    cfg = TINY_CONFIGS[family]
+    official = write_official_checkpoint(make_model(family), tmp_path / "official")
+    task = TASKS[family] or "arc"
+    cli("import", str(official), "--task", task, "--seq-len", str(cfg.seq_len), "-o", str(tmp_path / "ckpt"))
+    calib = ["--calib-task", "sudoku"] if task == "sudoku" else ["--calib", str(family_data(family))]
+    for target, precisions in (("x86-avx512", ["--int8"]), ("jetson-orin-nano", ["--int8", "--fp16"])):
+        fp32 = tmp_path / target
+        cli("export", str(tmp_path / "ckpt"), "--target", target, "-o", str(fp32))
+        for flag in precisions:
+            out = tmp_path / f"{target}{flag}"
+            args = [*calib, "--calib-n", "16"] if flag == "--int8" else []
+            cli("quantize", str(fp32), flag, *args, "--eval-n", "0", "--no-report", "-o", str(out))
+            assert json.loads(cli("verify", str(out), "--json"))["ok"] is True
