@@ -156,3 +156,72 @@ def official_arc_scores(identifiers: list[str], test_puzzles: dict, puzzle_ids, 
         for k in ks:
             totals[k] += hits[k] / len(puzzle["test"])
     return {f"pass@{k}": totals[k] / len(test_puzzles) for k in ks}, submission
+
+
+def write_official_arc_dataset(directory, tasks: dict[str, dict], test_tasks: set[str], *, num_aug: int,
+                               seed: int) -> None:
+    """An ARC dataset laid out as the official ``dataset/build_arc_dataset.py`` writes it, restated from its
+    description: one group per task (the original and ``num_aug`` augmented puzzles named
+    ``task|||tK|||perm``, colours mapped before the dihedral transform, colour 0 fixed); train pairs (and the
+    test pairs of non-test tasks) in train/, translated except one example per puzzle; test pairs of the test
+    tasks in test/ at the top-left; ``all__*.npy`` (uint8 tokens, int32 indices), dataset.json,
+    identifiers.json (``"<blank>"`` first), test_puzzles.json (the raw tasks of the test split)."""
+    import json
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+
+    def encode(grid, top: int, left: int) -> np.ndarray:
+        grid = np.asarray(grid, dtype=np.uint8)
+        rows, cols = grid.shape
+        canvas = np.pad(grid + 2, ((top, 30 - top - rows), (left, 30 - left - cols)), constant_values=0)
+        if top + rows < 30:
+            canvas[top + rows, left:left + cols] = 1
+        if left + cols < 30:
+            canvas[top:top + rows, left + cols] = 1
+        return canvas.reshape(-1)
+
+    names = {"<blank>": 0}
+    arrays = {split: {"inputs": [], "labels": [], "puzzle_identifiers": [], "puzzle_indices": [0],
+                      "group_indices": [0]} for split in ("train", "test")}
+    for task, value in tasks.items():
+        versions = [(task, lambda g: np.asarray(g, dtype=np.uint8))]
+        for _ in range(num_aug):
+            tid = int(rng.integers(8))
+            mapping = np.concatenate([[0], rng.permutation(np.arange(1, 10))]).astype(np.uint8)
+            name = f"{task}|||t{tid}|||{''.join(str(int(c)) for c in mapping)}"
+            versions.append((name, lambda g, m=mapping, t=tid: _official_dihedral(m[np.asarray(g, np.uint8)], t)))
+        parts = {"train": value["train"] + ([] if task in test_tasks else value["test"]),
+                 "test": value["test"] if task in test_tasks else []}
+        for split, pairs in parts.items():
+            if not pairs:
+                continue
+            out = arrays[split]
+            for name, transform in versions:
+                identifier = names.setdefault(name, len(names))
+                keep = int(rng.integers(len(pairs)))
+                for k, pair in enumerate(pairs):
+                    inp, lab = transform(pair["input"]), transform(pair["output"])
+                    top = left = 0
+                    if split == "train" and k != keep:
+                        top = int(rng.integers(0, 30 - max(inp.shape[0], lab.shape[0]) + 1))
+                        left = int(rng.integers(0, 30 - max(inp.shape[1], lab.shape[1]) + 1))
+                    out["inputs"].append(encode(inp, top, left))
+                    out["labels"].append(encode(lab, top, left))
+                out["puzzle_identifiers"].append(identifier)
+                out["puzzle_indices"].append(len(out["inputs"]))
+            out["group_indices"].append(len(out["puzzle_identifiers"]))
+    for split, out in arrays.items():
+        (directory / split).mkdir(parents=True)
+        for key, values in out.items():
+            dtype = np.uint8 if key in ("inputs", "labels") else np.int32
+            np.save(directory / split / f"all__{key}.npy", np.array(values, dtype=dtype))
+        puzzles = len(out["puzzle_identifiers"])
+        metadata = {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 12, "seq_len": 900,
+                    "num_puzzle_identifiers": len(names), "total_groups": len(out["group_indices"]) - 1,
+                    "mean_puzzle_examples": len(out["inputs"]) / max(puzzles, 1), "total_puzzles": puzzles,
+                    "sets": ["all"]}
+        (directory / split / "dataset.json").write_text(json.dumps(metadata))
+    (directory / "identifiers.json").write_text(json.dumps(sorted(names, key=names.__getitem__)))
+    (directory / "test_puzzles.json").write_text(json.dumps({t: tasks[t] for t in tasks if t in test_tasks}))

@@ -395,3 +395,44 @@ def test_maze_answers_are_reported_valid_exactly_when_they_mark_a_shortest_path(
     assert "shortest path" in report[1].problem and "moves" in report[1].problem
     assert "do not connect" in report[2].problem
     assert report[3].problem == "cell (0, 2) is 'o' in the answer but '#' in the maze"
+
+
+def test_a_dataset_written_as_the_official_builder_writes_it_is_read_as_it_is(tmp_path):
+    """An ARC dataset in the official builder's layout (tests/puzzles/oracle.py restates it: identifiers.json with
+    "<blank>", test_puzzles.json, all__*.npy): `eval` reads it unchanged and its pass@K and submission equal the
+    official evaluator's rules on the same predictions; the bundle exported with that identifiers.json solves the
+    raw challenges on the device with the same attempts."""
+    from tests.puzzles.oracle import official_arc_scores, write_official_arc_dataset
+    from tests.puzzles.test_arc import flip_task
+    from trm_edge.runtimes.evaluate import read_examples
+    from trm_edge.trm.checkpoint import save_checkpoint
+    from trm_edge.trm.config import TRMConfig
+    from trm_edge.trm.model import build_model
+
+    tasks = {**{f"train{i}": flip_task(i) for i in range(2)}, **{f"eval{i}": flip_task(10 + i) for i in range(2)}}
+    data = tmp_path / "official"
+    write_official_arc_dataset(data, tasks, {"eval0", "eval1"}, num_aug=3, seed=0)
+    names = json.loads((data / "identifiers.json").read_text())
+    cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(names), hidden_size=16, num_heads=2,
+                    expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1,
+                    L_cycles=1, L_layers=1, halt_max_steps=2)
+    # the training init: a zero halting head, so every q_halt_logit is its bias and votes alone rank
+    checkpoint = save_checkpoint(build_model(cfg, seed=4), tmp_path / "ckpt", task="arc")
+    bundle = tmp_path / "bundle"
+    run("export", str(checkpoint), "--target", "cpu", "--identifiers", str(data), "-o", str(bundle))
+    preds, submission = tmp_path / "preds.npy", tmp_path / "submission.json"
+    scores = json.loads(run("eval", str(bundle), "--data", str(data), "--json", "--save-preds", str(preds),
+                            "--submission", str(submission)).stdout)["arc"]
+    examples = read_examples(str(data), "test")
+    test_puzzles = json.loads((data / "test_puzzles.json").read_text())
+    bias = float(build_model(cfg, seed=4).q_head.bias[0].detach())
+    metrics, expected = official_arc_scores(names, test_puzzles, examples.puzzle_identifiers, examples.inputs,
+                                            np.load(preds), np.full(len(examples), bias))
+    assert {k: scores[k] for k in metrics} == metrics and json.loads(submission.read_text()) == expected
+    challenges = tmp_path / "arc-agi_evaluation_challenges.json"
+    challenges.write_text(json.dumps({t: {"train": tasks[t]["train"], "test": [{"input": p["input"]}
+                                                                              for p in tasks[t]["test"]]}
+                                      for t in ("eval0", "eval1")}))
+    solved = cli("solve", str(challenges), "--model", str(bundle), "--no-halt", "--json", shim=True)
+    assert solved.returncode == 0, solved.stderr
+    assert json.loads(solved.stdout) == expected
