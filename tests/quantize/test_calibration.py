@@ -251,3 +251,26 @@ def test_swiglu_smoothing_is_exact_and_its_ranges_are_derived_exactly(calibrated
 
     for ref, got in zip(run(c["prepared"]), run(model), strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def test_histogram_passes_fit_a_memory_budget(calibrated, tmp_path, monkeypatch):
+    """ORT's histogram calibrators hold every calibrated activation of a pass at once, so big graphs are fed a few
+    puzzles per pass (one for a 900-token model); the percentile ranges stay close to what one pass per batch gives
+    (onnxruntime re-bins its histograms as passes widen the range, so the split moves them a little: 3% here)."""
+    from trm_edge.quantize import calibration
+    from trm_edge.quantize.calibration import StateReader, histogram_ranges, histogram_rows
+
+    big = {"z_H": np.zeros((16, 901, 512), np.float32)}
+    assert histogram_rows(big, 121) == 1 and histogram_rows({"z_H": np.zeros((16, 82, 128), np.float32)}, 42) == 16
+    c = calibrated()
+    onnx.save(c["prepared"], str(tmp_path / "prepared.onnx"))
+    reader = StateReader(c["trajectories"], steps=[1, c["trajectories"].steps], batch_size=16)
+    whole = histogram_ranges(tmp_path / "prepared.onnx", reader, "percentile", c["tensors"], workdir=tmp_path)
+    monkeypatch.setattr(calibration, "HISTOGRAM_BUDGET", 1)  # forces one puzzle per pass
+    passes = []
+    one_batch = calibration._OneBatch
+    monkeypatch.setattr(calibration, "_OneBatch", lambda feeds: passes.append(len(feeds["inputs"])) or one_batch(feeds))
+    single = histogram_ranges(tmp_path / "prepared.onnx", reader, "percentile", c["tensors"], workdir=tmp_path)
+    assert set(passes) == {1} and len(passes) == sum(len(feeds["inputs"]) for feeds in reader)
+    for tensor in c["tensors"]:
+        np.testing.assert_allclose(single[tensor], whole[tensor], rtol=0.05, atol=1e-3)
