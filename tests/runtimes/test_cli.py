@@ -208,6 +208,10 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     assert plot.stat().st_size > 1000
     assert "teacher-forced" in run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data",
                                    str(sudoku_data), "--limit", "2", "--max-steps", "1").output
+    answers_only = json.loads(run("compare", str(checkpoint), str(bundle), "--data", str(sudoku_data), "--limit", "6",
+                                  "--max-steps", "2", "--teacher-forced-limit", "0", "--json").stdout)
+    assert answers_only["teacher_forced"] == [] and answers_only["free_running"]["answer_agreement"] == 1.0
+    assert answers_only["free_running"]["a_solved_kept"] is None  # a random model solves nothing to keep
 
 
 def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):

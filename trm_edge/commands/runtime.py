@@ -475,6 +475,8 @@ def compare(
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: the model's)."),
     halt: bool = typer.Option(False, "--halt/--no-halt", help="Free-running comparison with early exit."),
     batch: int = typer.Option(16, "--batch", "-b"),
+    teacher_limit: int = typer.Option(None, "--teacher-forced-limit", help="Teacher-force only the first N of the "
+                                      "puzzles (it runs both models twice per step; default: all, 0: none)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of divergence vs supervision step."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -486,16 +488,22 @@ def compare(
     b = _open(model_b or model_a, runtime_b)
     examples = read_examples(str(data), split, config=a.config).head(limit)
     steps = max_steps or a.config.halt_max_steps
+    if teacher_limit is not None and teacher_limit < 0:
+        raise TrmEdgeError(f"--teacher-forced-limit {teacher_limit} must be at least 0")
+    forced = examples.head(teacher_limit)
+    if plot is not None and not len(forced):
+        raise TrmEdgeError("--plot draws the teacher-forced divergence: give --teacher-forced-limit above 0")
     with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
-        task = bar.add_task("teacher-forced", total=len(examples) * steps)
-        per_step = teacher_forced(a, b, examples, steps=steps, batch_size=batch, on_step=lambda k: bar.advance(task, k))
+        task = bar.add_task("teacher-forced", total=len(forced) * steps)
+        per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch,
+                                  on_step=lambda k: bar.advance(task, k)) if len(forced) else []
         runs = []
         for rt in (a, b):
             solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt)
             runs.append(solver.run(examples.inputs, examples.puzzle_identifiers))
         answers_report = free_running(runs[0], runs[1], examples)
         report = {"a": a.describe(), "b": b.describe(), "count": len(examples), "steps": steps, "halt": halt,
-                  "teacher_forced": per_step, "free_running": answers_report}
+                  "teacher_forced_count": len(forced), "teacher_forced": per_step, "free_running": answers_report}
     if plot is not None:
         _plot_compare(per_step, plot, title=f"{a.name} vs {b.name}")
         report["plot"] = str(plot)
@@ -511,7 +519,8 @@ def compare(
         table.add_row(str(r["step"]), f"{r['logits_max_abs']:.2e}", f"{r['logits_max_rel']:.2e}",
                       f"{r['logits_mean_abs']:.2e}", f"{r['argmax_agreement']:.4f}", f"{r['q_halt_max_abs']:.2e}",
                       f"{r['halt_agreement']:.4f}")
-    console.print(table)
+    if per_step:
+        console.print(table)
     summary = Table(title="free-running answers", show_header=False)
     for key, value in answers_report.items():
         summary.add_row(key, ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value))

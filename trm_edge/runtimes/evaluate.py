@@ -246,6 +246,7 @@ def free_running(out_a: SolveOutput, out_b: SolveOutput, examples: Examples) -> 
         report["exact_accuracy_diff"] = float(eb.mean() - ea.mean())
         report["solved_by_a_only"] = int((ea & ~eb).sum())
         report["solved_by_b_only"] = int((eb & ~ea).sum())
+        report["a_solved_kept"] = float((ea & eb).sum() / ea.sum()) if ea.any() else None  # of A's solved, B's share
     return report
 
 
