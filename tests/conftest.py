@@ -31,6 +31,7 @@ PRESET_FAMILIES: dict[str, str] = {
     "arc-agi-2": "many-puzzles",
     "sudoku-mini": "mlp",
     "sudoku-mini-att": "rope",
+    "maze-mini": "rope",
 }
 
 

@@ -218,6 +218,12 @@ PRESETS: dict[str, Preset] = {
         TRMConfig(**_MINI, num_heads=2, mlp_t=True, pos_encodings="none"),
         _MINI_TRAIN,
     ),
+    "maze-mini": Preset(
+        "Small CPU maze model (hidden 128, self-attention and RoPE) for small mazes; seq_len from the data",
+        TRMConfig(**{**_MINI, "vocab_size": 6}, num_heads=4, pos_encodings="rope"),
+        _MINI_TRAIN,
+        task="maze",
+    ),
     "sudoku-mini-att": Preset(
         "Small CPU Sudoku model with self-attention and RoPE (the attention twin of sudoku-mini)",
         TRMConfig(**_MINI, num_heads=4, pos_encodings="rope"),
