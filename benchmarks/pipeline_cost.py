@@ -2,8 +2,9 @@
 
 Runs, as a user would, each command in its own process: a random checkpoint of the preset, ``export`` for
 x86-avx512, ``quantize --int8`` with 16 calibration and 16 held-out puzzles, and ``eval`` of 16 puzzles on
-the float and the INT8 bundle. For each command: wall seconds and peak RSS (the kernel's high-water mark of
-that process, from ``wait4``), and for the long ones the peak RSS between consecutive progress lines (what
+the float and the INT8 bundle. For each command: wall seconds, CPU seconds (user + system: what the work
+costs whatever else shares the machine) and peak RSS (the kernel's high-water mark of that process, from
+``wait4``), and for the long ones the peak RSS between consecutive progress lines (what
 each phase costs; RSS sampled every 0.2 s).
 
 ARC needs task files and none ship with trm-edge: the dataset is drawn from synthetic tasks (a random
@@ -74,10 +75,11 @@ def run(name: str, args: list[str], log) -> dict:
     if status != 0:
         tail = "\n".join(p["phase"] for p in phases[-5:])
         raise SystemExit(f"{name} failed (exit {status}):\n{tail}")
-    log(f"{name}: {wall:.1f} s, peak RSS {peak:.0f} MB")
+    cpu = usage.ru_utime + usage.ru_stime
+    log(f"{name}: {wall:.1f} s, {cpu:.1f} CPU s, peak RSS {peak:.0f} MB")
     return {"step": name, "command": "trm-edge " + " ".join(args), "seconds": round(wall, 1),
-            "peak_rss_mb": round(peak), "phases": [{**p, "peak_mb": round(p["peak_mb"])} for p in phases],
-            "stdout": "".join(stdout)}
+            "cpu_seconds": round(cpu, 1), "peak_rss_mb": round(peak),
+            "phases": [{**p, "peak_mb": round(p["peak_mb"])} for p in phases], "stdout": "".join(stdout)}
 
 
 def synthetic_arc_tasks(directory: Path, count: int, seed: int) -> None:
@@ -162,9 +164,9 @@ def main() -> None:
     result = {"preset": args.preset, "target": args.target, "n": args.n, "cpus": os.cpu_count(), "steps": steps}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| {args.preset} | seconds | peak RSS (MB) |\n|---|---:|---:|")
+    print(f"| {args.preset} | wall s | CPU s | peak RSS (MB) |\n|---|---:|---:|---:|")
     for step in steps:
-        print(f"| {step['step']} | {step['seconds']} | {step['peak_rss_mb']} |")
+        print(f"| {step['step']} | {step['seconds']} | {step['cpu_seconds']} | {step['peak_rss_mb']} |")
     quantize = next(s for s in steps if s["step"] == "quantize")
     print("\nquantize phases (peak RSS between progress lines):")
     for phase in quantize["phases"]:
