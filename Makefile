@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install lock demo test test-fast lint default-model sudoku-att-model clean
+.PHONY: install lock demo test test-fast lint default-model maze-model clean
 
 # constraints.txt holds the exact versions the suite passed with; pyproject.toml keeps open ranges for people
 # who install trm-edge into their own environments.
@@ -51,22 +51,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check trm_edge tests
 
 # The shipped models (trm_edge/models/NAME, cards in their README.md), reproduced with trm-edge itself: about
-# 75 min of training each on 2 idle CPU cores, on one Sudoku recipe (34-40 givens). default is the MLP
-# (token-mixing) model, sudoku-att its self-attention + RoPE twin. Re-running after an interruption resumes
-# the training run from its last checkpoint.
-DEFAULT_DATA := data/default
-$(DEFAULT_DATA)/recipe.json: | $(STAMP)
-	$(BIN)/trm-edge data build sudoku -o $(DEFAULT_DATA) --train 20000 --test 1000 --seed 7 \
+# an hour of training each on 2 idle CPU cores. default: Sudoku with 34-40 givens, token-mixing MLP
+# (sudoku-mini); maze: 9x9 mazes with a unique shortest path, self-attention + RoPE (maze-mini). Re-running
+# after an interruption resumes the training run from its last checkpoint.
+data/default/recipe.json: | $(STAMP)
+	$(BIN)/trm-edge data build sudoku -o data/default --train 20000 --test 1000 --seed 7 \
 		--min-givens 34 --max-givens 40 --workers 2 --force
+data/maze/recipe.json: | $(STAMP)
+	$(BIN)/trm-edge data build maze -o data/maze --size 9 --train 60000 --test 1000 --seed 7 --workers 2 --force
 
 default-model: MODEL := default
 default-model: PRESET := sudoku-mini
 default-model: STEPS := 2800
-sudoku-att-model: MODEL := sudoku-att
-sudoku-att-model: PRESET := sudoku-mini-att
-sudoku-att-model: STEPS := 3000
-default-model sudoku-att-model: $(DEFAULT_DATA)/recipe.json
-	$(BIN)/trm-edge train --preset $(PRESET) --data $(DEFAULT_DATA) -o runs/$(MODEL) --train-steps $(STEPS) \
+default-model: data/default/recipe.json
+maze-model: MODEL := maze
+maze-model: PRESET := maze-mini
+maze-model: STEPS := 3000
+maze-model: data/maze/recipe.json
+default-model maze-model:
+	$(BIN)/trm-edge train --preset $(PRESET) --data data/$(MODEL) -o runs/$(MODEL) --train-steps $(STEPS) \
 		--set eval_interval=500 --set eval_max_examples=300 --set lr_min_ratio=0.1 --set log_interval=20 \
 		$$(test -d runs/$(MODEL)/state && echo --resume)
 	rm -rf trm_edge/models/$(MODEL) && cp -r runs/$(MODEL)/model trm_edge/models/$(MODEL)
