@@ -125,6 +125,7 @@ def test_solve_prints_grids(bundles):
     _, bundle = bundles("mlp")
     result = run("solve", SUDOKU, "--model", str(bundle), "--no-halt", "--max-steps", "2")
     assert "5 3 . | . 7 ." in result.output and "steps 2 (max steps)" in result.output
+    assert "why: " in result.output  # random weights: the reason the answer is not valid
 
 
 def test_a_puzzle_that_begins_with_a_dash_goes_after_double_dash(bundles):
@@ -367,7 +368,7 @@ def test_solve_mazes_from_a_file_whose_rows_may_be_all_spaces(maze_bundle, tmp_p
     assert [line["puzzle"] for line in lines] == [f"{mazes}:1", f"{mazes}:9"]
     assert all(line["valid"] is False and line["problem"] for line in lines)
     shown = run("solve", "--model", str(maze_bundle), "--file", str(mazes)).output
-    assert "not valid ✗ (" in shown
+    assert "not valid ✗" in shown and "why: " in shown
     big = tmp_path / "big.txt"
     big.write_text("S" + " " * 79 + "G\n")
     refused = cli("solve", "--model", str(maze_bundle), "--file", str(big))

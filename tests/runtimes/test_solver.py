@@ -201,8 +201,9 @@ def test_answers_decode_and_report_validity_truthfully(answer, valid):
     assert result.solution == answer.replace("0", ".")
     assert result.valid is valid
     assert result.steps == 2 and result.halted
-    assert result.to_json() == {"solution": result.solution, "valid": valid, "steps": 2,
+    assert result.to_json() == {"solution": result.solution, "valid": valid, "problem": result.problem, "steps": 2,
                                 "confidence": round(float(sigmoid(1.0)), 6), "halted": True}
+    assert (result.problem is None) == valid
 
 
 @pytest.mark.parametrize("threshold", [-1.0, 0.0, 1.0, 10.0])

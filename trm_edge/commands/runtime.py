@@ -260,10 +260,12 @@ def _print_answer(label: str, codec, tokens, answer) -> None:
     table.add_column("puzzle")
     table.add_column("answer")
     table.add_row(codec.render(tokens), codec.render(answer.tokens))
-    mark = "[green]valid ✓[/]" if answer.valid else f"[red]not valid ✗[/] ({escape(answer.problem or '')})"
+    mark = "[green]valid ✓[/]" if answer.valid else "[red]not valid ✗[/]"
     stop = "halted" if answer.halted else "max steps"
     console.print(table)
     console.print(f"{mark}  steps {answer.steps} ({stop})  confidence {answer.confidence:.3f}")
+    if answer.problem:
+        console.print(f"why: {escape(answer.problem)}")
     console.print(answer.solution, markup=False, highlight=False, soft_wrap=True)
 
 
