@@ -220,10 +220,12 @@ def read_split(directory: str | os.PathLike, split: str = "train", set_name: str
     return result
 
 
-def read_identifiers(directory: str | os.PathLike) -> list[str]:
-    values = _load_json(Path(directory) / IDENTIFIERS_FILE, "identifier list")
+def read_identifiers(path: str | os.PathLike) -> list[str]:
+    """The identifier names (index = identifier) of a dataset directory, or of an identifiers.json file."""
+    file = Path(path) / IDENTIFIERS_FILE if Path(path).is_dir() else Path(path)
+    values = _load_json(file, "identifier list")
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise DatasetError(f"{str(Path(directory) / IDENTIFIERS_FILE)!r} is not a list of names")
+        raise DatasetError(f"{str(file)!r} is not a list of names")
     return values
 
 

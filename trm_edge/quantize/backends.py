@@ -25,6 +25,7 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
                   ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The quantized graph and what was done (tool, settings, nodes quantized/kept float). ``attention`` also
     quantizes the attention MatMuls (q @ k^T, weights @ v; onnxruntime only)."""
+    check_backend(backend, spec, attention=attention)
     excluded = set(exclude)
     targets = [n.name for n in int8_nodes(prepared, spec.quantize_ops, attention=attention)]
     if backend is Backend.ORT:
@@ -35,8 +36,6 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     else:
         if reader is None:
             raise QuantizationError("the nncf backend needs the calibration feeds")
-        if attention:
-            raise QuantizationError("--attention-int8 is onnxruntime's (--backend ort)")
         model, tool = _nncf(prepared, spec, reader, method, sorted(excluded))
     quantized = {n for n in targets if n not in excluded}
     rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
@@ -49,12 +48,15 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     return model, info
 
 
-def check_backend(backend: Backend, spec: Int8Spec) -> None:
-    """The backend is installed and writes the target's format (checked before any calibration)."""
+def check_backend(backend: Backend, spec: Int8Spec, *, attention: bool = False) -> None:
+    """The backend is installed, writes the target's format and quantizes what is asked (checked before any
+    calibration)."""
     from importlib.util import find_spec
 
     if backend is not Backend.NNCF:
         return
+    if attention:
+        raise QuantizationError("--attention-int8 is onnxruntime's (--backend ort)")
     if find_spec("nncf") is None:
         raise RuntimeUnavailableError("the nncf backend needs NNCF: pip install 'trm-edge[nncf]' "
                                       "(or use --backend ort)")
@@ -97,7 +99,6 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
 
 def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method,
           exclude: list[str]) -> tuple[onnx.ModelProto, str]:
-    check_backend(Backend.NNCF, spec)
     import nncf
     from nncf.common.quantization.structs import QuantizationScheme
     from nncf.quantization.advanced_parameters import (

@@ -120,7 +120,7 @@ def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tens
     (onnxruntime) the graph quantizes in this format, tried with placeholder ranges on a copy."""
     from trm_edge.quantize.backends import check_backend, quantize_int8
 
-    check_backend(backend, spec)
+    check_backend(backend, spec, attention=attention)
     if backend is Backend.ORT:
         placeholder = dict.fromkeys(tensors, (-1.0, 1.0))
         quantize_int8(copy.deepcopy(prepared), spec, backend=backend, method=Method.MINMAX, ranges=placeholder,
@@ -141,8 +141,6 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
                                 "percentile")
     prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
     excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
-    if options.attention_int8 and options.backend is not Backend.ORT:
-        raise QuantizationError("--attention-int8 is onnxruntime's (--backend ort)")
     tensors = quantized_inputs(prepared, spec.quantize_ops, attention=options.attention_int8)
     _preflight(prepared, spec, options.backend, tensors, excluded, options.attention_int8)
     data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,

@@ -18,13 +18,13 @@ from trm_edge import __version__
 from trm_edge.errors import CheckpointError, choices
 from trm_edge.io import atomic_directory
 from trm_edge.puzzles import TASK_SEQ_LEN
+from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
 from trm_edge.trm.config import TRMConfig
 
 FORMAT = "trm-edge-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
 RUN_MODEL_DIR = "model"  # a training run directory keeps its final (EMA) model here
 CONFIG_FILE = "config.json"
-IDENTIFIERS_FILE = "identifiers.json"  # names of the puzzle identifiers (index = identifier), as in datasets
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -96,19 +96,11 @@ def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata:
 
 
 def read_identifier_names(path: str | os.PathLike) -> list[str] | None:
-    """The names of a checkpoint's puzzle identifiers, or None when it has none: the checkpoint's own
-    identifiers.json, or a dataset directory's / a file given for it."""
-    path = Path(path)
-    file = path / IDENTIFIERS_FILE if path.is_dir() else path
-    if path.is_dir() and not file.exists():
+    """The names of a checkpoint's puzzle identifiers (its identifiers.json, in the datasets' format), of a
+    dataset directory's, or of a file given for them; None for a directory that has none."""
+    if Path(path).is_dir() and not (Path(path) / IDENTIFIERS_FILE).is_file():
         return None
-    try:
-        names = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read identifiers {str(file)!r}: {error}") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"{str(file)!r} is not an identifiers.json (a list of names, index = identifier)")
-    return names
+    return read_identifiers(path)
 
 
 def load_model(path_or_name: str | os.PathLike):

@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError, choices
 from trm_edge.io import atomic_directory
-from trm_edge.trm.checkpoint import RUN_MODEL_DIR, save_checkpoint
+from trm_edge.trm.checkpoint import RUN_MODEL_DIR, read_identifier_names, save_checkpoint
 from trm_edge.trm.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta, training_labels
 from trm_edge.trm.losses import IGNORE_LABEL_ID, act_loss
@@ -648,12 +648,8 @@ def resolve_configs(preset_name: str, overrides: list[str], data_metadata: Any,
 
 def _identifier_names(data_dir: str | None, config: TRMConfig) -> list[str] | None:
     """The dataset's names of the puzzle identifiers, kept with a checkpoint whose table has a row per name."""
-    from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
-
-    if not data_dir or not config.has_puzzle_table or not (Path(data_dir) / IDENTIFIERS_FILE).is_file():
-        return None
-    names = read_identifiers(data_dir)
-    return names if len(names) == config.num_puzzle_identifiers else None
+    names = read_identifier_names(data_dir) if data_dir and config.has_puzzle_table else None
+    return names if names is not None and len(names) == config.num_puzzle_identifiers else None
 
 
 def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | os.PathLike,
