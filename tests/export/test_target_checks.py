@@ -48,5 +48,16 @@ def test_tensorrt_input_restrictions():
     one = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
     qdq = _graph([helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
                   helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"])], initializers=[zero, one])
-    assert sum("zero point" in p for p in passes.check_target(qdq, get_target("jetson"))) == 2
+    assert sum("zero point must be an int8 0" in p for p in passes.check_target(qdq, get_target("jetson"))) == 2
     assert passes.check_target(qdq, get_target("cpu")) == []
+    # The parser also wants the zero point given, as int8, and every scale positive.
+    unsigned = helper.make_tensor("uzp", TensorProto.UINT8, [], [0])
+    bad_scale = helper.make_tensor("neg", TensorProto.FLOAT, [2], [0.1, 0.0])
+    lax = _graph([helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "neg", "uzp"], ["y"])],
+                 initializers=[one, unsigned, bad_scale])
+    problems = passes.check_target(lax, get_target("jetson-orin-nano"))
+    assert any("QuantizeLinear" in p and "zero point must be given" in p for p in problems)
+    assert any("DequantizeLinear" in p and "int8 0 (is uint8" in p for p in problems)
+    assert any("DequantizeLinear" in p and "scale must be a positive constant" in p for p in problems)
+    assert len(problems) == 3

@@ -17,25 +17,24 @@ import numpy as np
 import pytest
 
 from tests.runtimes.conftest import random_ids, random_tokens
-from tests.runtimes.fake_cuda import NumpyMemory, OrtContext
-from trm_edge.errors import BundleError, TrmEdgeError
+from tests.runtimes.fake_cuda import AllocationFailed, NumpyMemory, OrtContext
+from trm_edge.errors import BundleError, RuntimeUnavailableError, TrmEdgeError
 from trm_edge.runtimes import Solver, open_runtime, open_source
+from trm_edge.runtimes.cuda import GpuInfo, parse_device_index
 from trm_edge.runtimes.trt import (
     DeviceInfo,
     EngineRecord,
     TensorRTRuntime,
     check_engine_device,
     enumerate_runs,
-    plan_build,
-    record_engine,
-    trtexec_command,
 )
+from trm_edge.runtimes.trt_build import plan_build, record_engine, trtexec_command
 
 
-def fake_trt(bundle, *, max_batch: int = 8, fixed: int | None = None):
+def fake_trt(bundle, *, max_batch: int = 8, fixed: int | None = None, memory: NumpyMemory | None = None):
     ort = open_runtime(bundle, "onnxruntime").load()
-    memory = NumpyMemory()
-    context = OrtContext(ort.session, memory)
+    memory = memory or NumpyMemory()
+    context = OrtContext(ort.session, memory, profile=(fixed, fixed) if fixed else (1, max_batch))
     runtime = TensorRTRuntime.from_parts(ort.source, context=context, memory=memory, max_batch=max_batch,
                                          fixed_batch=fixed)
     return runtime, ort, memory, context
@@ -73,6 +72,7 @@ def test_compaction_never_overlaps_and_keeps_the_right_rows(bundles):
         rec.keep(np.array(keep))
         host.keep(np.array(keep))
         np.testing.assert_array_equal(rec.state()[0], host.state()[0])
+        np.testing.assert_array_equal(rec.logits(np.arange(rec.batch)), host.logits(np.arange(host.batch)))
         np.testing.assert_array_equal(rec.step(), host.step())
         np.testing.assert_array_equal(rec.logits(np.arange(rec.batch)), host.logits(np.arange(host.batch)))
     with pytest.raises(TrmEdgeError, match="ascending"):
@@ -80,6 +80,51 @@ def test_compaction_never_overlaps_and_keeps_the_right_rows(bundles):
     buffers = len(rec.buffers)
     rec.close()
     assert memory.freed == buffers
+
+
+def test_closing_the_runtime_frees_every_buffer_and_the_stream(bundles):
+    _, bundle = bundles("many-puzzles")
+    runtime, _, memory, _ = fake_trt(bundle, max_batch=4)
+    cfg = runtime.config
+    left_open = runtime.start(capacity=4)
+    left_open.add(random_tokens(cfg, 2), runtime.puzzle_embedding(random_ids(cfg, 2)))
+    left_open.step()
+    runtime.start(capacity=2).close()
+    golden = open_source(bundle).bundle.golden()
+    for rows in (1, 3, 6):  # host steps of several batch sizes share one scratch recurrence
+        runtime.step({k: golden[k][:rows] for k in runtime.input_names})
+    assert len(runtime._recurrences) == 2  # left_open and the scratch
+    runtime.close()
+    assert memory.blocks == {} and memory.closed
+
+
+def test_an_allocation_that_fails_halfway_frees_what_it_had(bundles):
+    _, bundle = bundles("mlp")
+    for allocated in (0, 3, 8):
+        runtime, _, memory, _ = fake_trt(bundle, memory=NumpyMemory(fail_after=allocated))
+        with pytest.raises(AllocationFailed):
+            runtime.start(capacity=4)
+        assert memory.blocks == {} and runtime._recurrences == []
+
+
+def test_tensorrt_refusals_are_errors_not_silence(bundles):
+    _, bundle = bundles("mlp")
+    runtime, _, _, context = fake_trt(bundle, max_batch=8)
+    context.profile = (1, 4)  # an engine built for at most 4 rows, whatever the record says
+    rec = runtime.start(capacity=8)
+    rec.add(random_tokens(runtime.config, 6), None)
+    with pytest.raises(TrmEdgeError, match=r"rejected shape \(6, 81\) for 'inputs'"):
+        rec.step()
+    context.profile = (1, 8)
+    context.reject_addresses = True
+    with pytest.raises(TrmEdgeError, match="rejected the address of 'inputs'"):
+        rec.step()
+
+
+def test_runtime_device_index():
+    assert parse_device_index(None) == 0 and parse_device_index("1") == 1 and parse_device_index("cuda:2") == 2
+    with pytest.raises(RuntimeUnavailableError, match="not a GPU index"):
+        parse_device_index("gpu")
 
 
 def test_host_step_for_verify_and_compare(bundles):
@@ -108,18 +153,29 @@ def test_enumerate_runs():
     assert list(enumerate_runs(np.array([], dtype=int))) == []
 
 
-RECORD = EngineRecord(file="step.engine", precision="fp16", gpu="Orin", compute_capability="8.7", tensorrt="10.3.0",
-                      min_batch=1, opt_batch=16, max_batch=16, built_at="2026-11-25T00:00:00+00:00", trtexec="trtexec")
+RECORD = EngineRecord(file="step.engine", precision="fp16", gpu="Orin", compute_capability="8.7", multiprocessors=16,
+                      memory_gib=61, tensorrt="10.3.0", min_batch=1, opt_batch=16, max_batch=16,
+                      built_at="2026-11-25T00:00:00+00:00", trtexec="trtexec")
+AGX_ORIN = DeviceInfo("Orin", "8.7", 16, 61, "10.3.0")
 
 
 def test_an_engine_from_another_gpu_or_tensorrt_is_refused():
-    check_engine_device(RECORD, DeviceInfo("Orin", "8.7", "10.3.0"), bundle="b")
-    for other in (DeviceInfo("NVIDIA H100 80GB HBM3", "9.0", "10.3.0"), DeviceInfo("Orin", "8.7", "10.7.0")):
+    check_engine_device(RECORD, AGX_ORIN, bundle="b")
+    others = (DeviceInfo("NVIDIA H100 80GB HBM3", "9.0", 132, 79, "10.3.0"), replace(AGX_ORIN, tensorrt="10.7.0"),
+              replace(AGX_ORIN, multiprocessors=8, memory_gib=7))  # an Orin Nano: same name and sm_87
+    for other in others:
         with pytest.raises(BundleError) as error:
             check_engine_device(RECORD, other, bundle="b")
         message = str(error.value)
-        assert "built on Orin (sm_87) with TensorRT 10.3.0" in message
+        assert "built on Orin (sm_87, 16 SMs, 61 GiB) with TensorRT 10.3.0" in message
         assert other.describe() in message and "trm-edge build-engine b" in message
+
+
+def test_an_engine_record_without_the_device_fields_asks_for_a_rebuild():
+    raw = {k: v for k, v in json.loads(json.dumps(RECORD.__dict__)).items() if k != "multiprocessors"}
+    with pytest.raises(BundleError, match=r"malformed or from an older trm-edge.*build-engine"):
+        EngineRecord.from_manifest({"engines": {"tensorrt": raw}})
+    assert EngineRecord.from_manifest({"engines": {"tensorrt": {**raw, "multiprocessors": 16}}}) == RECORD
 
 
 def test_trtexec_line():
@@ -149,6 +205,54 @@ def test_build_plan_checks_the_request(bundles):
         plan_build(bundle, precision="int8")
     _, static = bundles("learned", batch=4)
     assert plan_build(static).static_batch == 4
+    assert plan_build(bundle).workspace_mb == 1024  # half the cpu target's 2048 MB budget
+
+
+def test_fp16_and_int8_builds_keep_every_rmsnorm_in_float32(bundles):
+    from trm_edge.quantize.fp16 import norm_nodes
+
+    _, bundle = bundles("mlp")
+    import onnx
+
+    norms = norm_nodes(onnx.load(str(Path(bundle) / "step.onnx")))
+    assert len(norms) >= 5 * 4, "square, mean, eps, sqrt, divide of at least 4 norms"
+    plan = plan_build(bundle, precision="fp16")
+    assert plan.fp32_layers == tuple(norms) and len(plan.fp32_tensors) == len(norms)
+    assert "--precisionConstraints=obey" in plan.trtexec
+    assert f"--layerPrecisions={norms[0]}:fp32," in plan.trtexec.replace("'", "")
+    fp32 = plan_build(bundle)
+    assert fp32.fp32_layers == () and "precisionConstraints" not in fp32.trtexec
+
+
+def test_an_fp16_bundle_builds_an_fp16_engine(bundles, tmp_path):
+    from trm_edge.export.bundle import load_bundle
+
+    _, original = bundles("mlp")
+    bundle = load_bundle(original).copy_to(tmp_path / "fp16").write_manifest_update({"precision": "fp16"})
+    plan = plan_build(bundle.path)
+    assert plan.precision == "fp16" and "--fp16" in plan.trtexec
+    with pytest.raises(TrmEdgeError, match="is an fp16 bundle: build it with --fp16"):
+        plan_build(bundle.path, precision="fp32")
+
+
+def test_dla_builds_need_a_core_the_target_has_static_shapes_and_reduced_precision(bundles, tmp_path):
+    from trm_edge.export.bundle import load_bundle
+
+    _, dynamic = bundles("mlp")
+    _, static = bundles("mlp", batch=4)
+    with pytest.raises(TrmEdgeError, match="target 'cpu' has 0 DLA core"):
+        plan_build(static, precision="fp16", dla_core=0)
+    orin = load_bundle(static).copy_to(tmp_path / "orin").write_manifest_update({"target": "jetson-agx-orin"}).path
+    plan = plan_build(orin, precision="fp16", dla_core=1)
+    assert plan.dla_core == 1 and "--useDLACore=1 --allowGPUFallback" in plan.trtexec
+    assert plan.workspace_mb == 8192
+    with pytest.raises(TrmEdgeError, match=r"has 2 DLA core\(s\) \(choices: 0, 1\)"):
+        plan_build(orin, precision="fp16", dla_core=2)
+    with pytest.raises(TrmEdgeError, match="DLA runs FP16 and INT8 only"):
+        plan_build(orin, precision="fp32", dla_core=0)
+    dynamic_orin = load_bundle(dynamic).copy_to(tmp_path / "dyn").write_manifest_update({"target": "jetson-agx-orin"})
+    with pytest.raises(TrmEdgeError, match=r"DLA needs static shapes .* export it with --batch N"):
+        plan_build(dynamic_orin.path, precision="fp16", dla_core=0)
 
 
 def test_engine_record_in_the_manifest_is_checksummed_and_required(bundles, tmp_path, monkeypatch):
@@ -171,9 +275,11 @@ def test_engine_record_in_the_manifest_is_checksummed_and_required(bundles, tmp_
         __version__ = "10.3.0"
 
     monkeypatch.setattr(trt_module, "import_tensorrt", lambda: FakeTensorRT)
-    monkeypatch.setattr(trt_module, "cuda_memory", lambda: NumpyMemory("NVIDIA GeForce RTX 4090", "8.9"))
+    memory = NumpyMemory(GpuInfo("NVIDIA GeForce RTX 4090", "8.9", 128, 24))
+    monkeypatch.setattr(trt_module, "cuda_memory", lambda device: memory)
     with pytest.raises(BundleError, match=r"built on Orin .* this device is NVIDIA GeForce RTX 4090 .*rebuild"):
         TensorRTRuntime(source).load()
+    assert memory.closed, "a refused load must release the CUDA stream it opened"
     (bundle / "step.engine").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="sha256"):
         open_source(bundle)
@@ -195,12 +301,14 @@ def test_build_engine_dry_run_prints_the_trtexec_line(bundles):
 # -- on a real GPU ---------------------------------------------------------------------------------------
 
 def _gpu_or_skip():
-    try:
-        from trm_edge.runtimes.trt import cuda_memory, import_tensorrt
+    """Skip only where TensorRT, cuda-python/torch or a GPU is missing; any other failure is a failure."""
+    from trm_edge.runtimes.cuda import cuda_memory
+    from trm_edge.runtimes.trt import import_tensorrt
 
+    try:
         import_tensorrt()
         cuda_memory().close()
-    except Exception as error:  # no TensorRT, no cuda-python/torch, no GPU: all mean "skip here"
+    except RuntimeUnavailableError as error:
         pytest.skip(f"needs an NVIDIA GPU with TensorRT: {error}")
 
 
@@ -211,7 +319,7 @@ def test_real_engine_build_verify_and_solve(bundles, tmp_path, precision):
     import shutil
 
     from trm_edge.runtimes.evaluate import verify_golden
-    from trm_edge.runtimes.trt import build_engine
+    from trm_edge.runtimes.trt_build import build_engine
 
     _, original = bundles("many-puzzles")
     bundle = tmp_path / "bundle"

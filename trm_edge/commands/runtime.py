@@ -597,28 +597,35 @@ def build_engine(
     timing_cache: Path = typer.Option(None, "--timing-cache", help="Read and update this timing cache file."),
     max_batch: int = typer.Option(16, "--max-batch", help="Largest batch the engine accepts."),
     opt_batch: int = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default: --max-batch)."),
-    workspace: int = typer.Option(None, "--workspace", help="Builder workspace limit in MiB."),
+    workspace: int = typer.Option(None, "--workspace",
+                                  help="Builder workspace limit in MiB (default: half the target's memory budget)."),
+    dla_core: int = typer.Option(None, "--dla-core",
+                                 help="Run on this DLA core (Orin AGX/NX, Xavier), GPU fallback for the rest; "
+                                      "needs a static-batch bundle (export --batch N) and --fp16 or --int8."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the trtexec line; build nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Build the TensorRT engine of a bundle on this GPU and record it (GPU, compute capability, TensorRT
-    version) in the manifest; prints the equivalent trtexec command."""
+    """Build the TensorRT engine of a bundle on this GPU and record it (GPU, compute capability, SMs, memory,
+    TensorRT version, power mode) in the manifest; prints the equivalent trtexec command. The precision
+    defaults to the bundle's (fp32, fp16 or int8); in FP16 and INT8 engines every RMSNorm stays float32."""
     from dataclasses import asdict
 
-    from trm_edge.runtimes.trt import build_engine as build
-    from trm_edge.runtimes.trt import plan_build
+    from trm_edge.runtimes.trt_build import build_engine as build
+    from trm_edge.runtimes.trt_build import plan_build
 
     if fp16 and int8:
         raise TrmEdgeError("give --fp16 or --int8, not both (--int8 already lets other layers run in FP16)")
     precision = "int8" if int8 else "fp16" if fp16 else None
     plan = plan_build(bundle, precision=precision, max_batch=max_batch, opt_batch=opt_batch,
-                      timing_cache=timing_cache, workspace_mb=workspace)
+                      timing_cache=timing_cache, workspace_mb=workspace, dla_core=dla_core)
     if dry_run:
         if as_json:
             print_json({k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()})
         else:
-            console.print(f"would build a {plan.precision} engine, batch {plan.min_batch}..{plan.max_batch} "
-                          f"(opt {plan.opt_batch}) -> {plan.engine}")
+            where = f" on DLA core {plan.dla_core}" if plan.dla_core is not None else ""
+            console.print(f"would build a {plan.precision} engine{where}, batch {plan.min_batch}..{plan.max_batch} "
+                          f"(opt {plan.opt_batch}), {len(plan.fp32_layers)} RMSNorm layers kept float32 -> "
+                          f"{plan.engine}")
             console.print("equivalent trtexec command:")
             console.print(plan.trtexec, markup=False, highlight=False, soft_wrap=True)
         return
@@ -626,7 +633,6 @@ def build_engine(
     if as_json:
         print_json(asdict(record))
         return
-    console.print(f"[green]✓[/] engine {bundle / record.file}: {record.precision}, {record.gpu} "
-                  f"(sm_{record.compute_capability.replace('.', '')}), TensorRT {record.tensorrt}")
+    console.print(f"[green]✓[/] engine {bundle / record.file}: {record.precision}, {record.device.describe()}")
     console.print("equivalent trtexec command:")
     console.print(record.trtexec, markup=False, highlight=False, soft_wrap=True)

@@ -211,10 +211,24 @@ def check_target(model: onnx.ModelProto, target) -> list[str]:
             if index < len(node.input) and node.input[index] and node.input[index] not in constants:
                 problems.append(f"{node.op_type} node {node.name!r}: input {index} must be an initializer "
                                 f"for {op_list.name!r}")
-        if node.op_type in op_list.zero_point_zero and len(node.input) > 2 and node.input[2]:
-            zero = _constant_value(model, node.input[2])
-            if zero is None or np.any(zero != 0):
-                problems.append(f"{node.op_type} node {node.name!r}: zero point must be 0 for {op_list.name!r}")
+        if node.op_type in op_list.zero_point_zero:
+            problems += [f"{node.op_type} node {node.name!r}: {problem} for {op_list.name!r}"
+                         for problem in symmetric_qdq(model, node)]
+    return problems
+
+
+def symmetric_qdq(model: onnx.ModelProto, node: onnx.NodeProto) -> list[str]:
+    """What TensorRT's ONNX parser (8.5 on) refuses in a Q/DQ node: a missing zero-point input, a zero point
+    that is not an int8 0, a scale that is not a positive constant."""
+    problems = []
+    zero = _constant_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero is None:
+        problems.append("zero point must be given (an int8 constant 0)")
+    elif zero.dtype != np.int8 or np.any(zero != 0):
+        problems.append(f"zero point must be an int8 0 (is {zero.dtype} {zero.reshape(-1)[:4].tolist()})")
+    scale = _constant_value(model, node.input[1]) if len(node.input) > 1 else None
+    if scale is None or not np.all(scale > 0):
+        problems.append("scale must be a positive constant")
     return problems
 
 
