@@ -205,6 +205,15 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir: str) -> None:
 
 
 @pytest.mark.slow
+def test_one_process_under_torchrun_joins_a_process_group(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(1, _free_port(), str(tmp_path / "one")), nprocs=1, join=True)
+    _, state = read_state(tmp_path / "one")
+    assert state["world_size"] == 1 and state["step"] == 6 and len(state["samplers"]) == 1
+
+
+@pytest.mark.slow
 def test_two_process_gloo_ddp_trains_and_checkpoints(tmp_path):
     import torch.multiprocessing as mp
 

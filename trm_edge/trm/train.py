@@ -60,10 +60,11 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    joined: bool = False  # in a torch.distributed process group (launched by torchrun), even of one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.joined
 
     @property
     def is_main(self) -> bool:
@@ -71,12 +72,13 @@ class Dist:
 
 
 def init_distributed() -> Dist:
-    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs), also with
+    one process: ``torchrun --nproc_per_node 1`` runs the same collectives as a multi-GPU run."""
+    if "RANK" not in os.environ:
         return Dist()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+                int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), joined=True)
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(info.local_rank)
