@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install lock demo test test-fast lint default-model maze-model clean
+.PHONY: install lock demo test test-fast lint device-py38 default-model maze-model clean
 
 # constraints.txt holds the exact versions the suite passed with; pyproject.toml keeps open ranges for people
 # who install trm-edge into their own environments.
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev,nncf]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[host,dev,nncf]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ lock:
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
 	$(LOCK_VENV)/bin/pip install -q $(TORCH)
-	$(LOCK_VENV)/bin/pip install -q -e '.[dev,nncf]'
+	$(LOCK_VENV)/bin/pip install -q -e '.[host,dev,nncf]'
 	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^torch=='; } \
 		> $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf $(LOCK_VENV)
@@ -41,14 +41,32 @@ demo: $(STAMP)
 	$(BIN)/trm-edge eval default --data .demo/puzzles --halt
 	$(BIN)/trm-edge verify trm_edge/models/default/bundle
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) device-py38
+	TRM_EDGE_PY38=$$(test -x $(VENV38)/bin/python && echo $(CURDIR)/$(VENV38)/bin/python) $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check trm_edge tests
+
+# The device side (what solve/eval/bench/compare/verify/build-engine import; listed in tests/device_side.py) must
+# run on Python 3.8, as JetPack 5 ships it: vermin checks its syntax and standard library. What vermin misses
+# (X | Y at runtime, typer signatures, ...) tests/test_device_py38.py checks, with the device commands under a
+# real Python 3.8 when one is at hand.
+device-py38: $(STAMP) $(VENV38)/.installed
+	files="$$($(BIN)/python tests/device_side.py)" && \
+		$(BIN)/vermin --target=3.8- --violations --no-tips --no-make-paths-absolute $$files
+
+# Where this machine has a Python 3.8 (pyenv's), a device-only install of this checkout on it, with the numpy and
+# onnxruntime JetPack 5 users get: `pip install .` must resolve without torch, and tests/test_device_py38.py runs
+# the device commands there. Without a 3.8 only the static checks run (said on stdout).
+PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8))
+VENV38 := .venv38
+$(VENV38)/.installed: pyproject.toml
+	@if [ -z "$(PY38)" ]; then echo "no Python 3.8 here: the device side is checked statically only"; exit 0; fi; \
+	rm -rf $(VENV38) && $(PY38) -m venv $(VENV38) && \
+	$(VENV38)/bin/pip install -q numpy==1.24.4 onnxruntime==1.16.3 . && touch $@
 
 # The shipped models (trm_edge/models/NAME, cards in their README.md), reproduced with trm-edge itself: about
 # an hour of training each on 2 idle CPU cores. default: Sudoku with 34-40 givens, token-mixing MLP

@@ -5,12 +5,13 @@ for torch."""
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
 from trm_edge import __version__
 from trm_edge.commands import data, export, model, quantize, runtime, train
-from trm_edge.errors import TrmEdgeError
+from trm_edge.errors import TrmEdgeError, missing_host_package
 from trm_edge.quiet import set_verbose
 
 app = typer.Typer(
@@ -43,16 +44,26 @@ for group in (model, data, train, export, quantize, runtime):
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Console entry point: user errors become one line on stderr and exit code 2, never a traceback; so does
+    a host-side package (torch, onnx, ...) missing from a device-only install."""
     try:
         app()
     except TrmEdgeError as error:
-        message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error)
+    except ModuleNotFoundError as error:
+        missing = missing_host_package(error)
+        if missing is None:
+            raise
+        _fail(missing)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _fail(error: TrmEdgeError) -> NoReturn:
+    message = " ".join(str(error).split())
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

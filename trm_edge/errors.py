@@ -61,6 +61,21 @@ class OutputExistsError(TrmEdgeError):
     """An output path exists and ``--force`` was not given."""
 
 
+# What only the host side imports (training, import, export, quantize, plots): the ``host`` extra, which a
+# device-only install (``pip install trm-edge``) lacks.
+HOST_PACKAGES = ("torch", "onnx", "onnxslim", "safetensors", "matplotlib")
+
+
+def missing_host_package(error: ImportError) -> TrmEdgeError | None:
+    """The one-line error for a failed import of a host-side package (None for any other module): the
+    command needs ``pip install 'trm-edge[host]'``."""
+    package = (error.name or "").partition(".")[0]
+    if package not in HOST_PACKAGES:
+        return None
+    return RuntimeUnavailableError(f"{package} is not installed here, and this command needs it (the host side: "
+                                   "training, import, export, quantize, plots): pip install 'trm-edge[host]'")
+
+
 def choices(values: Iterable[object]) -> str:
     """Format valid alternatives for an error message: ``'a', 'b', 'c'``."""
     return ", ".join(repr(v) for v in values)

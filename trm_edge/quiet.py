@@ -45,5 +45,5 @@ def third_party_output() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
+        for logger, level in zip(loggers, levels):  # noqa: B905
             logger.setLevel(level)

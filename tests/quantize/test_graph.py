@@ -123,3 +123,32 @@ def test_retyping_activations_is_exact(calibrated):
     reference = _session(model, optimize=False).run(None, feeds)
     for a, b in zip(reference, _session(retyped, optimize=False).run(None, feeds), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tensorrt_format_gives_quantized_matmuls_2d_operands_without_changing_the_function(calibrated):
+    """TensorRT quantizes MatMul weights per channel only for 2-D products: in its format every weight MatMul
+    reads a [rows, K] activation, and the graph computes exactly what the unflattened one does."""
+    import dataclasses
+
+    from trm_edge.quantize.backends import quantize_int8
+    from trm_edge.quantize.formats import Backend, Method
+    from trm_edge.quantize.graph import quantizable_nodes
+
+    c = calibrated("jetson-orin-nano")
+    assert c["spec"].matmul_2d
+    args = {"backend": Backend.ORT, "method": Method.MINMAX, "ranges": c["ranges"].merged()}
+    model, info = quantize_int8(c["prepared"], c["spec"], **args)
+    plain, plain_info = quantize_int8(c["prepared"], dataclasses.replace(c["spec"], matmul_2d=False), **args)
+    weight_matmuls = len(quantizable_nodes(c["prepared"], ("MatMul",)))
+    assert info["matmuls_made_2d"] == weight_matmuls and plain_info["matmuls_made_2d"] == 0
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.value_info}
+    inits = {t.name for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and producers.get(node.input[1]) and producers[node.input[1]].input[0] in inits:
+            assert rank[node.input[0]] == 2, node.name
+    feeds = c["trajectories"].feeds(1)
+    want = _session(plain, optimize=False).run(None, feeds)
+    for ref, got in zip(want, _session(model, optimize=False).run(None, feeds), strict=True):
+        np.testing.assert_array_equal(got, ref)

@@ -37,7 +37,8 @@ def checkpoint(bundles, tmp_path_factory):
 
 
 def cli(*args: str, shim: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``trm-edge ARGS`` in a fresh process; ``shim`` makes ``import torch`` fail there."""
+    """``trm-edge ARGS`` in a fresh process; ``shim`` makes the host side's packages (torch, onnx, onnxslim,
+    safetensors, matplotlib) unimportable there, as in a device-only install."""
     env = dict(os.environ)
     if shim:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "runtimes" / "notorch"), env.get("PYTHONPATH", "")])
@@ -65,6 +66,37 @@ def test_solve_on_a_bundle_needs_no_torch(bundles):
     # ... and the shim really blocks torch:
     blocked = cli("solve", SUDOKU, "--model", str(bundle), "--runtime", "torch", shim=True)
     assert blocked.returncode == 2
+
+
+SHIPPED_BUNDLE = ROOT / "trm_edge" / "models" / "default" / "bundle"
+DEMO = "24.6.9..51..34.6.8...175.43.6....82...159.4.79..8.6......9..7..59826731...64.19.."  # the Makefile's
+
+
+def test_the_shipped_bundle_solves_and_verifies_on_a_device_only_install():
+    """No torch, onnx, onnxslim, safetensors or matplotlib: what `pip install trm-edge` (no [host]) gives."""
+    solved = cli("solve", DEMO, "--model", str(SHIPPED_BUNDLE), "--json", shim=True)
+    assert solved.returncode == 0, solved.stderr
+    answer = json.loads(solved.stdout)
+    assert answer["valid"] is True and len(answer["solution"]) == 81
+    default = cli("solve", DEMO, shim=True)  # the packaged default model: its bundle, not its checkpoint
+    assert default.returncode == 0 and answer["solution"] in default.stdout, default.stderr
+    verified = cli("verify", str(SHIPPED_BUNDLE), shim=True)
+    assert verified.returncode == 0 and "PASS" in verified.stdout, verified.stderr
+
+
+@pytest.mark.parametrize(("args", "package"), [
+    (("export", "default", "--target", "cpu", "-o", "{tmp}/bundle"), "onnx"),
+    (("init", "--preset", "sudoku-mini", "-o", "{tmp}/model"), "torch"),
+    (("bench", str(SHIPPED_BUNDLE), "--plot", "{tmp}/bench.png"), "matplotlib"),
+    (("build-engine", str(SHIPPED_BUNDLE)), "onnx"),
+], ids=["export", "init", "bench --plot", "build-engine"])
+def test_host_commands_on_a_device_only_install_ask_for_the_host_extra(tmp_path, args, package):
+    result = cli(*(a.format(tmp=tmp_path) for a in args), shim=True)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [f"error: {package} is not installed here, and this command needs it (the "
+                                          "host side: training, import, export, quantize, plots): pip install "
+                                          "'trm-edge[host]'"]
+    assert not list(tmp_path.iterdir())
 
 
 MALFORMED = {

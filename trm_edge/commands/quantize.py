@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 import typer
 
@@ -34,7 +34,7 @@ def quantize(
                                "minmax)."),
     max_drop: float = typer.Option(None, "--max-drop", help="Keep the most sensitive weight groups float until at "
                                                             "most this many exact-accuracy points are lost."),
-    exclude: list[str] = typer.Option(None, "--exclude", help="Keep float: a node name, op type, weight group or "
+    exclude: List[str] = typer.Option(None, "--exclude", help="Keep float: a node name, op type, weight group or "
                                                               "glob (repeatable)."),
     calib_halt: bool = typer.Option(False, "--calib-halt", help="Stop each calibration trajectory at its halting "
                                                                 "step (default: all steps)."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 import typer
 
@@ -131,7 +131,7 @@ def _size(cells: int) -> str:
 
 
 def solve(
-    puzzles: list[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters; '.', '0' or '-' for "
+    puzzles: List[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters; '.', '0' or '-' for "
                                         "blanks). A puzzle that begins with '-' goes after '--': "
                                         "trm-edge solve -- -PUZZLE. For an ARC model: task files (one task's "
                                         "JSON, or a *_challenges.json)."),
@@ -145,7 +145,7 @@ def solve(
     batch: int = typer.Option(16, "--batch", "-b", help="Puzzles in flight at once."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the runtime."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Solve the good puzzles when some are malformed."),
-    task_ids: list[str] = typer.Option(None, "--task", help="ARC: solve only this task of the files (repeatable)."),
+    task_ids: List[str] = typer.Option(None, "--task", help="ARC: solve only this task of the files (repeatable)."),
     augmentations: int = typer.Option(None, "--augmentations", help="ARC: vote over at most this many versions of "
                                       "each test input (default: every version the model has an embedding for)."),
     submission: Path = typer.Option(None, "--submission", help="ARC: write the ARC Prize submission (two attempts "
@@ -193,7 +193,7 @@ def solve(
             out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt,
                          threshold=rt.source.halt_threshold if threshold is None else threshold).run(
                 inputs, on_progress=lambda k: bar.advance(task, k))
-        for (label, tokens), answer in zip(parsed, answers(out, inputs, codec), strict=True):
+        for (label, tokens), answer in zip(parsed, answers(out, inputs, codec)):  # noqa: B905
             if as_json:
                 print_json({"puzzle": label, **answer.to_json()})
             else:
@@ -232,7 +232,7 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
         print_json(attempts)
         return
     for plan in plans:
-        for i, (example, entry) in enumerate(zip(plan.task.test, attempts[plan.task.name], strict=True)):
+        for i, (example, entry) in enumerate(zip(plan.task.test, attempts[plan.task.name])):  # noqa: B905
             _print_grids(f"{plan.task.name} test {i} ({len(plan.identifiers) // len(plan.task.test)} versions voted)",
                          {"input": example.input, **entry})
     if submission is not None:
@@ -348,11 +348,11 @@ def eval_command(
 
 
 def bench(
-    models: list[str] = typer.Argument(None, help=MODEL_HELP + " Several are timed side by side (their runs "
+    models: List[str] = typer.Argument(None, help=MODEL_HELP + " Several are timed side by side (their runs "
                                        "interleaved) and compared with the first.", show_default=False),
-    runtime: list[str] = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP + " Once for all models, or "
+    runtime: List[str] = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP + " Once for all models, or "
                                       "once per model in order."),
-    batch: list[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
+    batch: List[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: all of the model's)."),
     halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: run every step)."),
     data: Path = typer.Option(None, "--data", help="Take puzzles from this dataset (default: random tokens)."),
@@ -375,6 +375,8 @@ def bench(
 
     if any(b < 1 for b in batch) or repeats < 1 or warmup < 0:
         raise TrmEdgeError("--batch and --repeats must be at least 1, --warmup at least 0")
+    if plot is not None:
+        import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     models = list(models or [None])
     runtimes = list(runtime or [None])
     if len(runtimes) == 1:
@@ -382,7 +384,7 @@ def bench(
     if len(runtimes) != len(models):
         raise TrmEdgeError(f"--runtime is given {len(runtimes)} times for {len(models)} models: give it once for "
                            "all, or once per model")
-    rts = [_open(m, r, threads=threads) for m, r in zip(models, runtimes, strict=True)]
+    rts = [_open(m, r, threads=threads) for m, r in zip(models, runtimes)]  # noqa: B905
     if len({rt.config.seq_len for rt in rts}) > 1:
         raise TrmEdgeError("the models to compare take puzzles of different lengths: "
                            f"{', '.join(f'{rt.source.path}: {rt.config.seq_len}' for rt in rts)}")
@@ -402,12 +404,12 @@ def bench(
         for b in batch:
             rows = bench_side_by_side(rts, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
                                       warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task))
-            for entry, row in zip(entries, rows, strict=True):
+            for entry, row in zip(entries, rows):  # noqa: B905
                 entry["results"].append(row)
-        for entry, rt in zip(entries, rts, strict=True):
+        for entry, rt in zip(entries, rts):  # noqa: B905
             entry["runtime"] = rt.describe()
     for entry in entries:
-        for row, base in zip(entry["results"], entries[0]["results"], strict=True):
+        for row, base in zip(entry["results"], entries[0]["results"]):  # noqa: B905
             row["speedup"] = row["puzzles_per_s"] / base["puzzles_per_s"]
     report = {"data": str(data) if data else "random", "baseline": entries[0]["model"], "models": entries}
     if plot is not None:
@@ -426,7 +428,7 @@ def bench(
                                                                  for w in label.split("\n")), 24))
     for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s"):
         table.add_column(col, justify="right")
-    for entry, label in zip(entries, labels, strict=True):
+    for entry, label in zip(entries, labels):  # noqa: B905
         for r in entry["results"]:
             table.add_row(label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
                           f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x",
@@ -495,6 +497,8 @@ def compare(
     forced = examples.head(teacher_limit)
     if plot is not None and not len(forced):
         raise TrmEdgeError("--plot draws the teacher-forced divergence: give --teacher-forced-limit above 0")
+    if plot is not None:
+        import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task("teacher-forced", total=len(forced) * steps)
         per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch,

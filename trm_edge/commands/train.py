@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -19,7 +20,7 @@ def train(
     preset: str = typer.Option(..., "--preset", help="Preset to train (see `trm-edge info --preset NAME`)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout (train/ and test/)."),
     output: Path = typer.Option(..., "-o", "--output", help="Run directory: model/, state/, metrics.jsonl."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value "
+    overrides: List[str] = typer.Option(None, "--set", help="Override a model or training field: key=value "
                                         "(repeatable)."),
     train_steps: int = typer.Option(None, "--train-steps", help="Total optimiser steps (overrides the preset)."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR from its last checkpoint."),

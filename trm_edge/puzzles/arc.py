@@ -239,7 +239,7 @@ def _read_json(path: Path) -> Any:
 
 def _subset_name(path: Path) -> str:
     """``arc-agi_training_challenges.json`` -> ``training``; a directory -> its name."""
-    stem = path.stem.removesuffix("_challenges")
+    stem = path.stem[:-len("_challenges")] if path.stem.endswith("_challenges") else path.stem
     return stem.rsplit("_", 1)[-1] if "_" in stem else stem
 
 
@@ -258,7 +258,7 @@ def _load_combined(path: Path) -> dict[str, ArcTask]:
                 count = len(outputs) if isinstance(outputs, list) else "no list of"
                 raise PuzzleError(f"{solutions_path}: task {name!r} has {count} solutions for "
                                   f"{len(value['test'])} test inputs")
-            pairs = zip(value["test"], outputs, strict=True)
+            pairs = zip(value["test"], outputs)  # noqa: B905
             value = {**value, "test": [{**pair, "output": out} for pair, out in pairs]}
         tasks[name] = task_from_json(value, name, subset=subset, where=f"{path}: task {name!r}")
     return tasks

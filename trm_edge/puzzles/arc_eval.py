@@ -59,9 +59,11 @@ class ArcVoter:
     def add(self, puzzle_identifiers: np.ndarray, inputs: np.ndarray, predictions: np.ndarray,
             q_halt_logits: np.ndarray) -> None:
         """A batch: identifiers ``[B]``, input and predicted tokens ``[B, 900]``, halting logits ``[B]``."""
-        batch = zip(np.asarray(puzzle_identifiers).reshape(-1), np.asarray(inputs), np.asarray(predictions),
-                    np.asarray(q_halt_logits).reshape(-1), strict=True)
-        for identifier, tokens, predicted, q in batch:
+        columns = (np.asarray(puzzle_identifiers).reshape(-1), np.asarray(inputs), np.asarray(predictions),
+                   np.asarray(q_halt_logits).reshape(-1))
+        if len({len(c) for c in columns}) > 1:  # what zip(strict=True) checked, before Python 3.10
+            raise ValueError(f"a batch of unequal lengths: {[len(c) for c in columns]}")
+        for identifier, tokens, predicted, q in zip(*columns):  # noqa: B905
             if int(identifier) == self.blank:
                 continue  # batch padding
             task, augmentation = arc.inverse_augmentation(self.identifiers[int(identifier)])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple  # a runtime tuple[...] alias needs Python 3.9
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None 
     for name, value in (("train", train), ("test", test), ("aug", aug), ("workers", workers)):
         if value is not None and value < (1 if name == "workers" else 0):
             raise DatasetError(f"{name} must be >= {1 if name == 'workers' else 0}, got {value}")
-    sources = [source] if isinstance(source, str | os.PathLike) else list(source or [])
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source or [])
     sources = [str(s) for s in sources]
     if task == "arc":
         from trm_edge.puzzles.arc_build import build_arc
@@ -119,7 +119,7 @@ def build_from_recipe(recipe: dict[str, Any], directory: str | os.PathLike, *, s
 # ---------------------------------------------------------------------------------------------
 # Generators behind one small interface: options, generate(n, seed, split, ...), draw(...)
 
-Sets = tuple[np.ndarray, np.ndarray, np.ndarray]  # puzzles, solutions, difficulty (rating / path length)
+Sets = Tuple[np.ndarray, np.ndarray, np.ndarray]  # puzzles, solutions, difficulty (rating / path length)
 
 
 class _SudokuGenerator:
@@ -239,7 +239,7 @@ def _augment_maze(puzzles: np.ndarray, solutions: np.ndarray, aug: int, seed: in
     if aug > 7:
         raise DatasetError(f"a maze has 7 non-identity dihedral transforms; --aug {aug} is more than that")
     inputs, labels = [], []
-    for i, (puzzle, solution) in enumerate(zip(puzzles, solutions, strict=True)):
+    for i, (puzzle, solution) in enumerate(zip(puzzles, solutions)):  # noqa: B905
         tids = [0, *item_random(seed, AUG_STREAM, i).sample(range(1, 8), aug)]
         inputs.extend(dihedral(puzzle, t) for t in tids)
         labels.extend(dihedral(solution, t) for t in tids)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar  # collections.abc.Callable[...] needs Python 3.9
 
 import numpy as np
 
@@ -19,6 +19,12 @@ T = TypeVar("T")
 
 # Progress callback used by generators and builders: (description, completed, total).
 Progress = Callable[[str, int, int], None]
+
+
+def removeprefix(text: str, prefix: str) -> str:
+    """``text.removeprefix(prefix)``, which Python 3.8 (JetPack 5) lacks."""
+    return text[len(prefix):] if text.startswith(prefix) else text
+
 
 # ---------------------------------------------------------------------------------------------
 # Dihedral transforms, numbered as the official builders number them (dataset/common.py), so that

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from trm_edge.errors import PuzzleError
-from trm_edge.puzzles.common import char_grid, dihedral, inverse_dihedral, read_csv_rows
+from trm_edge.puzzles.common import char_grid, dihedral, inverse_dihedral, read_csv_rows, removeprefix
 
 NAME = "maze"
 CHARSET = "# SGo"
@@ -141,7 +141,7 @@ def problem(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> str | None:
     try:
         return answer_problem(from_tokens(puzzle_tokens), from_tokens(answer_tokens))
     except PuzzleError as error:
-        return str(error).removeprefix(f"{NAME}: ")
+        return removeprefix(str(error), f"{NAME}: ")
 
 
 # ---------------------------------------------------------------------------------------------

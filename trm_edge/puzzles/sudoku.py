@@ -22,7 +22,7 @@ import numpy as np
 
 from trm_edge.errors import ConfigError, PuzzleError, choices
 from trm_edge.puzzles import sudoku_solver as engine
-from trm_edge.puzzles.common import Progress, chunked, item_random, parallel_map, read_csv_rows
+from trm_edge.puzzles.common import Progress, chunked, item_random, parallel_map, read_csv_rows, removeprefix
 from trm_edge.puzzles.sudoku_solver import SolveStats
 
 NAME = "sudoku"
@@ -174,7 +174,7 @@ def problem(puzzle_tokens: np.ndarray, answer_tokens: np.ndarray) -> str | None:
             return f"the given {puzzle[r, c]} at r{r + 1}c{c + 1} became {answer[r, c] or 'blank'}"
         check_givens(answer)
     except PuzzleError as error:
-        return str(error).removeprefix(f"{NAME}: ")
+        return removeprefix(str(error), f"{NAME}: ")
     blanks = int((answer == 0).sum())
     return f"{blanks} cell(s) left blank" if blanks else None
 

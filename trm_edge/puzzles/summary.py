@@ -7,7 +7,6 @@ on a sample) and givens, Maze by shortest-path length, ARC by examples per puzzl
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ def histogram(values: np.ndarray, edges: Sequence[int], *, open_end: bool = True
     values = np.asarray(values)
     bounds = [*edges, None] if open_end else list(edges)
     rows = []
-    for low, high in itertools.pairwise(bounds):
+    for low, high in zip(bounds, bounds[1:]):  # noqa: B905
         inside = (values >= low) & (values < high) if high is not None else values >= low
         label = f"{low}+" if high is None else (str(low) if high == low + 1 else f"{low}-{high - 1}")
         rows.append((label, int(inside.sum())))

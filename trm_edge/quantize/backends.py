@@ -15,7 +15,7 @@ import onnx
 
 from trm_edge.errors import QuantizationError, RuntimeUnavailableError
 from trm_edge.quantize.formats import Backend, Int8Spec, Method
-from trm_edge.quantize.graph import float_for_float_consumers, int8_nodes, retype_activations
+from trm_edge.quantize.graph import flatten_qdq_matmuls, float_for_float_consumers, int8_nodes, retype_activations
 from trm_edge.quiet import third_party_output
 
 
@@ -39,11 +39,13 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
         model, tool = _nncf(prepared, spec, reader, method, sorted(excluded))
     quantized = {n for n in targets if n not in excluded}
     rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
+    flattened = flatten_qdq_matmuls(model) if spec.matmul_2d else 0
     from trm_edge.export.passes import dedupe_initializers
 
     merged = dedupe_initializers(model)  # e.g. equal per-channel zero-point vectors of same-shaped weights
     info = {"backend": backend.value, "tool": tool, "quantized_nodes": len(quantized),
             "float_nodes": sorted(excluded & set(targets)), "float_consumers_rewired": rewired,
+            "matmuls_made_2d": flattened,
             "initializers_merged": merged}
     return model, info
 

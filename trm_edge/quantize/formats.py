@@ -49,6 +49,7 @@ class Int8Spec:
     per_channel: bool  # weights per output channel; activations are always per tensor
     reduce_range: bool
     quantize_ops: tuple[str, ...]
+    matmul_2d: bool = False  # reshape quantized MatMuls to 2-D operands (graph.flatten_qdq_matmuls)
 
     @classmethod
     def from_target(cls, target) -> Int8Spec:
@@ -58,7 +59,7 @@ class Int8Spec:
                 f"target {target.name!r} cannot run int8 (its precisions: {choices(target.precisions)}); "
                 "export for a target that lists int8 (trm-edge targets)")
         return cls(target.name, fmt.format, fmt.activations, fmt.weights, fmt.symmetric_activations,
-                   fmt.symmetric_weights, fmt.per_channel, fmt.reduce_range, tuple(fmt.quantize_ops))
+                   fmt.symmetric_weights, fmt.per_channel, fmt.reduce_range, tuple(fmt.quantize_ops), fmt.matmul_2d)
 
     @property
     def default_method(self) -> Method:

@@ -333,6 +333,56 @@ def _remove_dead(graph: onnx.GraphProto, outputs: set[str]) -> None:
     _drop_unused_initializers(graph)
 
 
+def flatten_qdq_matmuls(model: onnx.ModelProto) -> int:
+    """Give every quantized weight MatMul 2-D operands. TensorRT quantizes MatMul weights per channel only when
+    both operands are matrices (its explicit-quantization rules), and ours multiply [batch, tokens, hidden]
+    activations. ``x -Q/DQ-> MatMul(., DQ(W))`` becomes ``Reshape(x, [-1, K]) -Q/DQ-> MatMul -> Reshape([-1, T, N])``:
+    the activation scale is per tensor, so it commutes with the reshape and the function is unchanged.
+    Returns the MatMuls rewritten."""
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.value_info, *inferred.input, *inferred.output]}
+    producers = {o: n for n in graph.node for o in n.output}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    nodes, flattened = [], 0
+    for node in graph.node:
+        nodes.append(node)
+        act, weight = (producers.get(name) for name in node.input[:2]) if node.op_type == "MatMul" else (None, None)
+        if not (act and weight and act.op_type == weight.op_type == "DequantizeLinear" and weight.input[0] in weights):
+            continue
+        quantize = producers.get(act.input[0])
+        x = quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else None
+        shape, w_shape = shapes.get(x or ""), weights[weight.input[0]]
+        if shape is None or len(shape) != 3 or shape[1] is None or len(w_shape) != 2:
+            continue
+        (k, n), tokens, tag = w_shape, shape[1], node.name or node.output[0]
+        to_2d, to_3d = _shape_constant(graph, [-1, k]), _shape_constant(graph, [-1, tokens, n])
+        nodes[-1:] = [
+            helper.make_node("Reshape", [x, to_2d], [f"{tag}/x_2d"], name=f"{tag}/Reshape_2d"),
+            helper.make_node("QuantizeLinear", [f"{tag}/x_2d", *quantize.input[1:]], [f"{tag}/x_2d_q"],
+                             name=f"{tag}/QuantizeLinear_2d"),
+            helper.make_node("DequantizeLinear", [f"{tag}/x_2d_q", *act.input[1:]], [f"{tag}/x_2d_dq"],
+                             name=f"{tag}/DequantizeLinear_2d"),
+            helper.make_node("MatMul", [f"{tag}/x_2d_dq", node.input[1]], [f"{tag}/y_2d"], name=node.name),
+            helper.make_node("Reshape", [f"{tag}/y_2d", to_3d], list(node.output), name=f"{tag}/Reshape_3d"),
+        ]
+        for new, old in ((nodes[-4], quantize), (nodes[-3], act)):
+            new.attribute.extend(old.attribute)
+        flattened += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _remove_dead(graph, {o.name for o in graph.output})  # Q/DQ pairs no other node reads
+    return flattened
+
+
+def _shape_constant(graph: onnx.GraphProto, dims: list[int]) -> str:
+    name = "shape_" + "x".join(str(d) for d in dims).replace("-1", "N")
+    if all(t.name != name for t in graph.initializer):
+        graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), name))
+    return name
+
+
 def zero_points(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
     """``(node, op_type, zero point)`` of every Q/DQ node (for format checks: TensorRT wants int8 zeros)."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

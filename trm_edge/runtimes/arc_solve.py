@@ -41,7 +41,7 @@ class TaskEmbeddings:
                               "are unknown; re-export with --identifiers DATASET/identifiers.json")
         names: list[str | None] = [None] * (max(known["ids"]) + 1)
         by_task: dict[str, list[tuple[int, arc.Augmentation]]] = {}
-        for ident, name in zip(known["ids"], known["names"], strict=True):
+        for ident, name in zip(known["ids"], known["names"]):  # noqa: B905
             names[int(ident)] = name
             if name and not name.startswith("<"):  # "<blank>": the official padding identifier
                 task, augmentation = arc.inverse_augmentation(name)

@@ -369,8 +369,9 @@ RUNTIMES: dict[str, RuntimeEntry] = {
                      "native TensorRT engine (build it on the device: trm-edge build-engine BUNDLE)",
                      aliases=("trt",)),
         RuntimeEntry("torch", "trm_edge.runtimes.torch_ref", "TorchRuntime", (("torch",),),
-                     "pip install torch (the reference runtime, for checkpoints; a device runs a bundle instead: "
-                     "trm-edge export CHECKPOINT --target cpu -o BUNDLE, then --model BUNDLE)", ("checkpoint",),
+                     "pip install 'trm-edge[host]' (torch, the reference runtime, for checkpoints; a device runs a "
+                     "bundle instead: trm-edge export CHECKPOINT --target cpu -o BUNDLE, then --model BUNDLE)",
+                     ("checkpoint",),
                      "PyTorch reference: model.step from a checkpoint directory", aliases=("pytorch",)),
     )
 }

@@ -135,7 +135,7 @@ def score(runtime: Runtime, examples: Examples, out: SolveOutput, *, threshold: 
         "runtime": runtime.describe(),
     }
     if codec is not None:
-        valid = np.array([codec.is_valid(p, a) for p, a in zip(examples.inputs, out.preds, strict=True)], bool)
+        valid = np.array([codec.is_valid(p, a) for p, a in zip(examples.inputs, out.preds)], bool)  # noqa: B905
         report["valid_fraction"] = float(valid.mean()) if len(valid) else 0.0
     if out.step_preds is not None:
         report["exact_accuracy_by_step"] = [
@@ -296,7 +296,7 @@ def verify_golden(runtime: Runtime, golden: dict[str, np.ndarray], *, precision:
 def raise_if_failed(report: dict[str, Any], *, what: str) -> None:
     """One ValidationError naming every output that missed its tolerance."""
     if not report["ok"]:
-        bad = [line for line, c in zip(report["lines"], report["checks"], strict=True) if not c["passed"]]
+        bad = [line for line, c in zip(report["lines"], report["checks"]) if not c["passed"]]  # noqa: B905
         raise ValidationError(f"{what} failed verification: {'; '.join(bad) or 'no golden outputs to compare'}")
 
 
@@ -330,7 +330,7 @@ def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch
     for rt in runtimes:
         rt.load()
     for round_index in range(warmup + repeats):
-        for solver, timing in zip(solvers, timings, strict=True):
+        for solver, timing in zip(solvers, timings):  # noqa: B905
             start = time.perf_counter()
             out = solver.run(batch, ids)
             elapsed = time.perf_counter() - start
@@ -342,7 +342,7 @@ def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch
             if on_run is not None:
                 on_run()
     return [_latency_summary(rt, solver, t, batch_size=batch_size, halt=halt)
-            for rt, solver, t in zip(runtimes, solvers, timings, strict=True)]
+            for rt, solver, t in zip(runtimes, solvers, timings)]  # noqa: B905
 
 
 def _latency_summary(runtime: Runtime, solver: Solver, t: dict[str, list[float]], *, batch_size: int,

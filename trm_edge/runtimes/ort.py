@@ -137,7 +137,9 @@ class OnnxRuntime(Runtime):
 
     def _step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, values, strict=True))
+        if len(values) != len(self._output_names):  # what zip(strict=True) checked, before Python 3.10
+            raise RuntimeError(f"onnxruntime returned {len(values)} outputs for {len(self._output_names)} names")
+        return dict(zip(self._output_names, values))  # noqa: B905
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "providers": self.providers, "session_options": asdict(self.ort_options),

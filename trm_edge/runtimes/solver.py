@@ -161,7 +161,7 @@ class Solver:
                     q_final[who] = q[finished]
                     halted[who] = stop_halt[finished]
                     if record_steps:  # a puzzle that left keeps its answer for the later steps
-                        for k, puzzle in zip(row_steps[finished], who, strict=True):
+                        for k, puzzle in zip(row_steps[finished], who):  # noqa: B905
                             out.step_preds[k:, puzzle] = preds[puzzle]
                     keep = np.flatnonzero(~done)
                     rec.keep(keep)

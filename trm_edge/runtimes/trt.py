@@ -362,11 +362,12 @@ class DeviceRecurrence(Recurrence):
         # overlap, so a run moves in chunks of at most ``shift`` rows, lowest first.
         for i, (first, count) in runs:
             shift = first - i
-            for done in range(0, count, shift or count):
+            if shift == 0:
+                continue
+            for done in range(0, count, shift):
                 n = min(shift, count - done)
                 for name, size in small:
-                    if shift:
-                        m.copy(b[name], (i + done) * size, b[name], (first + done) * size, n * size)
+                    m.copy(b[name], (i + done) * size, b[name], (first + done) * size, n * size)
         self._batch = len(rows)
 
     def run_host(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

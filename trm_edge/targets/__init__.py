@@ -18,7 +18,7 @@ OP_LIST_PREFIX = "ops-"
 __all__ = ["Int8Format", "OpList", "Target", "get_op_list", "get_target", "list_targets", "load_target"]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # functools.cache needs Python 3.9
 def _op_lists() -> dict[str, OpList]:
     raw = {}
     for path in sorted(TARGETS_DIR.glob(f"{OP_LIST_PREFIX}*.yaml")):
@@ -56,7 +56,7 @@ def load_target(path: str | Path) -> Target:
     return parse_target(read_yaml(Path(path)), source=str(path), op_lists=_op_lists())
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # functools.cache needs Python 3.9
 def _targets() -> dict[str, Target]:
     found: dict[str, Target] = {}
     for path in sorted(TARGETS_DIR.glob("*.yaml")):

@@ -144,6 +144,7 @@ class Int8Format:
     per_channel: bool  # weights per output channel (activations are always per tensor)
     reduce_range: bool  # 7-bit weights, for ISAs whose 16-bit intermediate sums saturate
     quantize_ops: tuple[str, ...]
+    matmul_2d: bool = False  # quantized MatMuls take 2-D operands (TensorRT's per-channel INT8 MatMul rule)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -220,7 +221,7 @@ def parse_target(data: dict[str, Any], *, source: str, op_lists: dict[str, OpLis
     if ("tensorrt" in runtimes) != (tensorrt is not None):
         raise TargetError(f"{where}: a 'tensorrt:' section is required exactly when runtimes include 'tensorrt'")
     if tensorrt is not None:
-        _Fields(tensorrt, f"{where} tensorrt", required=_TENSORRT_FIELDS, optional=())
+        _Fields(tensorrt, f"{where} tensorrt", required=_TENSORRT_FIELDS, optional=("cuda", "python"))
     budget = f.get("memory_budget_mb", int, nullable=True)
     if budget is not None and budget <= 0:
         raise TargetError(f"{where}: memory_budget_mb={budget} must be positive (or null)")
@@ -246,8 +247,8 @@ def _parse_int8(data: Any, where: str) -> Int8Format:
     where = f"{where} int8"
     if not isinstance(data, dict):
         raise TargetError(f"{where}: must be a mapping")
-    names = tuple(Int8Format.__dataclass_fields__)
-    f = _Fields(data, where, required=names, optional=())
+    names = tuple(n for n in Int8Format.__dataclass_fields__ if n != "matmul_2d")
+    f = _Fields(data, where, required=names, optional=("matmul_2d",))
     return Int8Format(
         format=f.choice("format", INT8_FORMATS),
         activations=f.choice("activations", INT8_TYPES),
@@ -257,4 +258,5 @@ def _parse_int8(data: Any, where: str) -> Int8Format:
         per_channel=f.get("per_channel", bool),
         reduce_range=f.get("reduce_range", bool),
         quantize_ops=f.strings("quantize_ops"),
+        matmul_2d=f.get("matmul_2d", bool, False),
     )
