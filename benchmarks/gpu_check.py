@@ -6,7 +6,8 @@ Needs torch with CUDA and numpy; uses cuda-python, onnxruntime and TensorRT wher
 where not (no network is needed, nothing is downloaded). Each row is one check:
 
 - ``memory``: both CUDA memory backends (cuda-python, torch): upload/download/device copies at odd offsets,
-  page-locked downloads, memset; then 100 open/alloc/free/close cycles, leak = drop of the driver's free memory.
+  page-locked downloads, a captured CUDA graph replayed, memset; then 100 open/alloc/free/close cycles,
+  leak = drop of the driver's free memory.
 - ``solver``: the solver with halting that varies and refill, torch on CUDA against torch on the CPU
   (the same random-weight model: answer and step agreement).
 - ``train``: the trainer's GPU path (bf16 autocast, torch.compile) for ``--train-steps`` steps, then the
@@ -87,6 +88,16 @@ def round_trips(name: str):
             for what, got in (("download", plain), ("pinned download", pinned), ("device copy", back)):
                 if not np.array_equal(got, data):
                     problems.append(f"{what} at offset {offset}")
+        graph = m.capture(lambda: m.copy(b, 0, a, 0, 4096))  # a CUDA graph replays the copy on new data
+        fresh = rng.integers(0, 256, 4096, dtype=np.uint8)
+        m.upload(a, 0, fresh)
+        m.replay(graph)
+        replayed = np.empty_like(fresh)
+        m.download(replayed, b, 0)
+        m.synchronize()
+        m.release(graph)
+        if not np.array_equal(replayed, fresh):
+            problems.append("CUDA graph replay")
         m.zero(a)
         whole = np.ones(1 << 20, np.uint8)
         m.download(whole, a, 0)
@@ -97,7 +108,8 @@ def round_trips(name: str):
         m.free(b)
     finally:
         m.close()
-    return not problems, "; ".join(problems) or "5 offsets x (download, pinned, device copy), memset: equal"
+    return not problems, ("; ".join(problems)
+                          or "5 offsets x (download, pinned, device copy), CUDA graph replay, memset: equal")
 
 
 def leaks(name: str, cycles: int = 100):

@@ -4,8 +4,8 @@ and the "engine" is the bundle's step graph in onnxruntime, reading and writing 
 
 They are as strict as the real things where the runtime could go wrong: work is queued on the stream and
 lands only at ``synchronize`` (a download read too early holds stale bytes), copies must not overlap,
-input shapes must lie in the engine's optimization profile, outputs must not alias inputs, and every
-allocation is tracked so leaks show."""
+input shapes must lie in the engine's optimization profile, outputs must not alias inputs, every
+allocation is tracked so leaks show, and a CUDA graph replays exactly the work captured (addresses included)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,12 @@ class AllocationFailed(RuntimeError):
 class NumpyMemory(CudaMemory):
     stream = 12345
 
-    def __init__(self, gpu: GpuInfo | None = None, *, fail_after: int | None = None) -> None:
+    def __init__(self, gpu: GpuInfo | None = None, *, fail_after: int | None = None,
+                 capture_fails: bool = False) -> None:
         self.blocks: dict[int, np.ndarray] = {}
+        self.capture_fails = capture_fails
+        self.captured: list[list] = []  # graphs captured and not released
+        self.replays = 0
         self.gpu = gpu or GpuInfo("Fake GPU", "8.7", 8, 8)
         self.fail_after = fail_after  # allocations that succeed before one fails (None: never)
         self.pending: list[Callable[[], None]] = []
@@ -99,6 +103,25 @@ class NumpyMemory(CudaMemory):
         work, self.pending = self.pending, []
         for item in work:
             item()
+
+    def capture(self, work: Callable[[], None]) -> list:
+        """Stream capture: what ``work`` queues is recorded (with the addresses and shapes of that moment, as a
+        CUDA graph bakes them in) and not run."""
+        assert not self.pending, "capture on a stream with work in flight"
+        work()
+        graph, self.pending = self.pending, []
+        if self.capture_fails:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captured.append(graph)
+        return graph
+
+    def replay(self, graph: list) -> None:
+        assert any(g is graph for g in self.captured), "replay of a released graph"
+        self.pending.extend(graph)
+        self.replays += 1
+
+    def release(self, graph: list) -> None:
+        self.captured = [g for g in self.captured if g is not graph]
 
     def gpu_info(self) -> GpuInfo:
         return self.gpu
@@ -173,7 +196,7 @@ class OrtContext:
                     self._view(name, value.shape)[...] = value
             finally:
                 self.addresses = saved
+            self.runs.append(batch)
 
         self.memory._enqueue(work)
-        self.runs.append(batch)
         return True

@@ -54,9 +54,24 @@ def test_device_state_loop_equals_the_host_loop(bundles, name, refill):
     np.testing.assert_array_equal(device.preds, host.preds)
     np.testing.assert_array_equal(device.q_halt_logits, host.q_halt_logits)
     assert device.step_rows == host.step_rows == context.runs
+    # Each (rows, ping-pong side) pair runs eagerly once and is captured; every later step is a graph replay,
+    # and the solver's close released every graph.
+    eager = len(context.runs) - memory.replays
+    assert memory.replays > 0 and eager <= 2 * len(set(device.step_rows)) and memory.captured == []
     # Per step only q_halt_logits comes back; logits only once per puzzle, when it finishes.
     per_puzzle_logits = cfg.seq_len * cfg.vocab_size * 4
     assert memory.downloaded == 4 * sum(device.step_rows) + per_puzzle_logits * len(tokens)
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps(bundles):
+    _, bundle = bundles("mlp")
+    runtime, ort, memory, context = fake_trt(bundle, memory=NumpyMemory(capture_fails=True))
+    tokens = random_tokens(runtime.config, 9, seed=3)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        device = Solver(runtime, batch_size=4, halt=True).run(tokens)
+    host = Solver(ort, batch_size=4, halt=True).run(tokens)
+    np.testing.assert_array_equal(device.preds, host.preds)
+    assert not runtime.cuda_graphs and memory.replays == 0 and device.step_rows == context.runs
 
 
 def test_compaction_never_overlaps_and_keeps_the_right_rows(bundles):
@@ -95,7 +110,7 @@ def test_closing_the_runtime_frees_every_buffer_and_the_stream(bundles):
         runtime.step({k: golden[k][:rows] for k in runtime.input_names})
     assert len(runtime._recurrences) == 2  # left_open and the scratch
     runtime.close()
-    assert memory.blocks == {} and memory.closed
+    assert memory.blocks == {} and memory.captured == [] and memory.closed
 
 
 def test_an_allocation_that_fails_halfway_frees_what_it_had(bundles):
@@ -331,6 +346,6 @@ def test_real_engine_build_verify_and_solve(bundles, tmp_path, precision):
         report = verify_golden(trt, source.bundle.golden(), precision=precision)
         assert report["ok"], report["lines"]
         tokens, ids = random_tokens(source.config, 12), random_ids(source.config, 12)
-        a = Solver(trt, batch_size=5, max_steps=1).run(tokens, ids)
-        b = Solver(ort, batch_size=5, max_steps=1).run(tokens, ids)
+        a = Solver(trt, batch_size=5, max_steps=3).run(tokens, ids)  # steps 2 and 3 replay CUDA graphs
+        b = Solver(ort, batch_size=5, max_steps=3).run(tokens, ids)
         assert (a.preds == b.preds).mean() > (0.999 if precision == "fp32" else 0.98)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,6 +53,13 @@ class CudaMemory:
         raise NotImplementedError
     def zero(self, buffer: DeviceBuffer) -> None: raise NotImplementedError
     def synchronize(self) -> None: raise NotImplementedError
+    def capture(self, work: Callable[[], None]) -> Any:
+        """Record what ``work`` queues on the stream as a CUDA graph, without running it."""
+        raise NotImplementedError
+    def replay(self, graph: Any) -> None:
+        """Queue a captured graph on the stream (one launch instead of one per kernel)."""
+        raise NotImplementedError
+    def release(self, graph: Any) -> None: raise NotImplementedError
     def gpu_info(self) -> GpuInfo: raise NotImplementedError
     def free_memory(self) -> int:
         """Free device memory in bytes, as the driver reports it."""
@@ -139,6 +146,25 @@ class CudaPythonMemory(CudaMemory):
     def synchronize(self) -> None:
         self._check(self.rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
+    def capture(self, work: Callable[[], None]) -> Any:
+        rt = self.rt
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal  # TensorRT may allocate while enqueuing
+        self._check(rt.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        try:
+            work()
+        finally:
+            graph = self._check(rt.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
+        try:  # cudaGraphInstantiateWithFlags: the same signature in CUDA 11.4+ and 12 (cudaGraphInstantiate is not)
+            return self._check(rt.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags")
+        finally:
+            self._check(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+
+    def replay(self, graph: Any) -> None:
+        self._check(self.rt.cudaGraphLaunch(graph, self._stream), "cudaGraphLaunch")
+
+    def release(self, graph: Any) -> None:
+        self._check(self.rt.cudaGraphExecDestroy(graph), "cudaGraphExecDestroy")
+
     def gpu_info(self) -> GpuInfo:
         props = self._check(self.rt.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
@@ -210,6 +236,19 @@ class TorchCudaMemory(CudaMemory):
 
     def synchronize(self) -> None:
         self._stream.synchronize()
+
+    def capture(self, work: Callable[[], None]) -> Any:
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
+            work()
+        return graph
+
+    def replay(self, graph: Any) -> None:
+        with self.torch.cuda.stream(self._stream):
+            graph.replay()
+
+    def release(self, graph: Any) -> None:
+        graph.reset()
 
     def gpu_info(self) -> GpuInfo:
         props = self.torch.cuda.get_device_properties(self.device)

@@ -6,7 +6,9 @@ from 8.5, and the binding-index API they replace is gone in 10). Device memory: 
 
 Between supervision steps ``z_H``/``z_L`` never leave the GPU: two state buffers are swapped each step
 (ping-pong), and only ``q_halt_logits`` (4 bytes per puzzle, into page-locked host memory) comes back for
-the halting decision; the logits of a puzzle are copied back once, at the step it finishes.
+the halting decision; the logits of a puzzle are copied back once, at the step it finishes. Each step is
+captured once as a CUDA graph per (batch, ping-pong side) and replayed (one launch instead of one per kernel);
+where capture fails the steps run eagerly, with a warning.
 
 Engines are specific to a GPU model (name, compute capability, SM count, memory) and a TensorRT version,
 so they are built on the device that runs them (``trm-edge build-engine``) and the manifest records where;
@@ -19,6 +21,7 @@ and its ``gpu``-marked tests run the real thing where a GPU with TensorRT is pre
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -146,6 +149,7 @@ class TensorRTRuntime(Runtime):
         self._fixed: int | None = None
         self._scratch: DeviceRecurrence | None = None
         self._recurrences: list[DeviceRecurrence] = []  # every open one, freed at close
+        self.cuda_graphs = bool(options.get("cuda_graphs", True))  # the solver's steps as CUDA graphs
 
     @classmethod
     def from_parts(cls, source: ModelSource, *, context: Any, memory: CudaMemory, max_batch: int,
@@ -279,6 +283,7 @@ class DeviceRecurrence(Recurrence):
             self._free()
             raise
         runtime._recurrences.append(self)
+        self.graphs: dict[tuple[int, int], Any] = {}  # (rows, cur) -> captured step
         self.cur = 0
         self._batch = 0
 
@@ -302,14 +307,40 @@ class DeviceRecurrence(Recurrence):
         m.copy(b[f"z_L{self.cur}"], start * rb["state"], b["L_init"], 0, n * rb["state"])
         self._batch += n
 
-    def _bind_and_run(self) -> None:
+    def _bind_and_run(self, *, graphs: bool = False) -> None:
+        """One step from ``[cur]`` into ``[1 - cur]``. With ``graphs`` (the solver's loop) the step is captured
+        as a CUDA graph the first time a (rows, cur) pair runs, right after that eager run (TensorRT wants one
+        enqueue after a shape change before a capture), and replayed as one launch from then on."""
+        key = (self._run_rows(), self.cur)
+        if graphs and key in self.graphs:
+            self.memory.replay(self.graphs[key])
+        else:
+            self._bind(*key)
+            self._execute()
+            if graphs and self.runtime.cuda_graphs:
+                self._capture(key)
+        self.cur = 1 - self.cur
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.memory.stream):
+            raise TrmEdgeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+    def _capture(self, key: tuple[int, int]) -> None:
+        try:
+            self.memory.synchronize()
+            self.graphs[key] = self.memory.capture(self._execute)
+        except (TrmEdgeError, RuntimeError) as error:  # no graph capture here: run every step eagerly
+            self.runtime.cuda_graphs = False
+            warnings.warn(f"CUDA graph capture failed ({error}); running TensorRT steps without graphs",
+                          RuntimeWarning, stacklevel=2)
+
+    def _bind(self, rows: int, cur: int) -> None:
         cfg, ctx, b = self.runtime.config, self.context, self.buffers
-        rows = self._run_rows()
-        nxt = 1 - self.cur
+        nxt = 1 - cur
         for name, shape in dynamic_shapes(cfg, rows).items():
             if not ctx.set_input_shape(name, shape):
                 raise TrmEdgeError(f"TensorRT rejected shape {shape} for {name!r} (outside the engine's profile?)")
-        addresses = {"inputs": b["inputs"], "z_H": b[f"z_H{self.cur}"], "z_L": b[f"z_L{self.cur}"],
+        addresses = {"inputs": b["inputs"], "z_H": b[f"z_H{cur}"], "z_L": b[f"z_L{cur}"],
                      "z_H_next": b[f"z_H{nxt}"], "z_L_next": b[f"z_L{nxt}"], "logits": b["logits"],
                      "q_halt_logits": b["q"]}
         if "puzzle_embedding" in self.names:
@@ -317,14 +348,11 @@ class DeviceRecurrence(Recurrence):
         for name, buffer in addresses.items():
             if not ctx.set_tensor_address(name, buffer.ptr):
                 raise TrmEdgeError(f"TensorRT rejected the address of {name!r} (see the TensorRT log)")
-        if not ctx.execute_async_v3(self.memory.stream):
-            raise TrmEdgeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        self.cur = nxt
 
     def step(self) -> np.ndarray:
         if self._batch == 0:
             return np.zeros(0, np.float32)
-        self._bind_and_run()
+        self._bind_and_run(graphs=True)
         q = self._q[: self._batch]
         self.memory.download(q, self.buffers["q"], 0)  # the only per-step copy back: 4 bytes a puzzle
         self.memory.synchronize()
@@ -411,6 +439,9 @@ class DeviceRecurrence(Recurrence):
     def close(self) -> None:
         if self.buffers:
             self.memory.synchronize()
+            for graph in self.graphs.values():
+                self.memory.release(graph)
+            self.graphs = {}
             self._free()
         if self in self.runtime._recurrences:
             self.runtime._recurrences.remove(self)
