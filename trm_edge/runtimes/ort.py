@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Runtime
+from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -141,6 +141,99 @@ class OnnxRuntime(Runtime):
             raise RuntimeError(f"onnxruntime returned {len(values)} outputs for {len(self._output_names)} names")
         return dict(zip(self._output_names, values))  # noqa: B905
 
+    def start(self, *, capacity: int) -> Recurrence:
+        """On the CPU provider with a dynamic batch the state stays in buffers onnxruntime writes in place
+        (:class:`BoundRecurrence`); elsewhere (CUDA/TensorRT providers, static-batch graphs) the host loop."""
+        if not self._loaded:
+            self.load()
+        if self._fixed_batch is None and self.providers == [PROVIDERS["cpu"]]:
+            return BoundRecurrence(self, capacity=capacity)
+        return super().start(capacity=capacity)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "providers": self.providers, "session_options": asdict(self.ort_options),
                 "load_seconds": self.load_seconds}
+
+
+class BoundRecurrence(Recurrence):
+    """The solver's loop on the CPU provider without per-step allocation: ``z_H``/``z_L`` live in two
+    preallocated buffers each (ping-pong), logits and ``q_halt_logits`` in one each, and onnxruntime reads
+    and writes them in place through I/O bindings (one per batch size and side, made once). Rows that halt
+    are dropped by one gather into the spare state buffer; logits are read only for the rows asked for."""
+
+    def __init__(self, runtime: OnnxRuntime, *, capacity: int) -> None:
+        cfg = runtime.config
+        self.session = runtime.session
+        self.capacity = capacity
+        self.names = runtime.input_names
+        state = (capacity, cfg.total_len, cfg.hidden_size)
+        self.z = {"z_H": [np.zeros(state, np.float32), np.zeros(state, np.float32)],
+                  "z_L": [np.zeros(state, np.float32), np.zeros(state, np.float32)]}
+        self.rows = {"inputs": np.zeros((capacity, cfg.seq_len), np.int32),
+                     "logits": np.zeros((capacity, cfg.seq_len, cfg.vocab_size), np.float32)}
+        if "puzzle_embedding" in self.names:
+            self.rows["puzzle_embedding"] = np.zeros((capacity, cfg.puzzle_emb_ndim), np.float32)
+        self.q = np.zeros(capacity, np.float32)
+        self.init = dict(zip(("z_H", "z_L"), runtime.initial_state()))  # noqa: B905
+        self.bindings: dict[tuple[int, int], Any] = {}
+        self.cur = 0
+        self._batch = 0
+
+    @property
+    def batch(self) -> int:
+        return self._batch
+
+    def add(self, inputs: np.ndarray, puzzle_embedding: np.ndarray | None) -> None:
+        n, start = len(inputs), self._batch
+        if start + n > self.capacity:
+            raise TrmEdgeError(f"recurrence holds at most {self.capacity} rows")
+        self.rows["inputs"][start:start + n] = inputs
+        if "puzzle_embedding" in self.names:
+            self.rows["puzzle_embedding"][start:start + n] = puzzle_embedding
+        for name, init in self.init.items():
+            self.z[name][self.cur][start:start + n] = init
+        self._batch += n
+
+    def _binding(self, batch: int, cur: int) -> Any:
+        key = (batch, cur)
+        if key not in self.bindings:
+            binding = self.session.io_binding()
+            feeds = {"inputs": self.rows["inputs"], "z_H": self.z["z_H"][cur], "z_L": self.z["z_L"][cur]}
+            if "puzzle_embedding" in self.names:
+                feeds["puzzle_embedding"] = self.rows["puzzle_embedding"]
+            outputs = {"z_H_next": self.z["z_H"][1 - cur], "z_L_next": self.z["z_L"][1 - cur],
+                       "logits": self.rows["logits"], "q_halt_logits": self.q}
+            for bind, arrays in ((binding.bind_input, feeds), (binding.bind_output, outputs)):
+                for name, array in arrays.items():  # by address: a binding made once sees every later write
+                    view = array[:batch]
+                    bind(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
+            self.bindings[key] = binding
+        return self.bindings[key]
+
+    def step(self) -> np.ndarray:
+        if self._batch == 0:
+            return np.zeros(0, np.float32)
+        self.session.run_with_iobinding(self._binding(self._batch, self.cur))
+        self.cur = 1 - self.cur
+        return self.q[: self._batch].copy()
+
+    def logits(self, rows: np.ndarray) -> np.ndarray:
+        return self.rows["logits"][np.asarray(rows, dtype=np.intp)]
+
+    def keep(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.intp)
+        if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= self._batch):
+            raise TrmEdgeError("keep() takes ascending row indices of the current batch")
+        kept = len(rows)
+        if np.array_equal(rows, np.arange(kept)):  # a prefix stays where it is
+            self._batch = kept
+            return
+        for pair in self.z.values():
+            np.take(pair[self.cur][: self._batch], rows, axis=0, out=pair[1 - self.cur][:kept])
+        self.cur = 1 - self.cur
+        for array in self.rows.values():
+            array[:kept] = array[rows]
+        self._batch = kept
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.z["z_H"][self.cur][: self._batch].copy(), self.z["z_L"][self.cur][: self._batch].copy()
