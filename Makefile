@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[host,dev,nncf]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[host,dev,nncf,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ lock:
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
 	$(LOCK_VENV)/bin/pip install -q $(TORCH)
-	$(LOCK_VENV)/bin/pip install -q -e '.[host,dev,nncf]'
+	$(LOCK_VENV)/bin/pip install -q -e '.[host,dev,nncf,openvino]'
 	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^torch=='; } \
 		> $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf $(LOCK_VENV)

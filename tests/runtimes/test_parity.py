@@ -1,4 +1,4 @@
-"""Parity is the product: the onnxruntime runtime reproduces the torch reference.
+"""Parity is the product: the bundle runtimes (onnxruntime, OpenVINO) reproduce the torch reference.
 
 Random-weight TRM is chaotic (DESIGN.md), so every step is compared teacher-forced (both runtimes fed
 the torch trajectory's state); whole solver runs are compared over few steps only, and over a whole
@@ -18,12 +18,13 @@ from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
 from trm_edge.runtimes.torch_ref import TorchRuntime
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
-def test_onnxruntime_matches_torch_step_by_step(bundles, name):
+def test_bundle_runtimes_match_torch_step_by_step(bundles, name, runtime):
     model, bundle = bundles(name)
     cfg = model.config
     examples = Examples(random_tokens(cfg, 12), None, random_ids(cfg, 12))
-    with TorchRuntime.from_model(model) as ref, open_runtime(bundle, "onnxruntime") as ort:
+    with TorchRuntime.from_model(model) as ref, open_runtime(bundle, runtime) as ort:
         records = teacher_forced(ref, ort, examples, steps=cfg.halt_max_steps, batch_size=5)
     assert len(records) == cfg.halt_max_steps
     for r in records:
@@ -90,8 +91,8 @@ def test_unknown_provider_is_refused(bundles):
 
 @pytest.mark.slow
 def test_default_model_whole_puzzles_agree(tmp_path):
-    """The shipped default model on held-out puzzles of its own distribution: its bundle on onnxruntime
-    gives the torch reference's answers (>= 99.5% of puzzles identical), and halting at the model's
+    """The shipped default model on held-out puzzles of its own distribution: its bundle on onnxruntime and on
+    OpenVINO gives the torch reference's answers (>= 99.5% of puzzles identical), and halting at the model's
     calibrated threshold lowers the mean steps while losing at most 1 point of exact accuracy."""
     from trm_edge.runtimes.base import default_model
 
@@ -111,13 +112,15 @@ def test_default_model_whole_puzzles_agree(tmp_path):
     source = open_source(shipped)
     threshold = getattr(source, "halt_threshold", 0.0)
     exact = {}
-    with TorchRuntime.from_model(model) as ref, open_runtime(source) as ort:
+    with TorchRuntime.from_model(model) as ref, open_runtime(source) as ort, \
+            open_runtime(source, "openvino") as ov:
         assert ort.name == "onnxruntime"
         for halt in (False, True):
             runs = [Solver(rt, batch_size=32, halt=halt, threshold=threshold).run(examples.inputs)
-                    for rt in (ref, ort)]
-            report = free_running(runs[0], runs[1], examples)
-            assert report["answer_agreement"] >= 0.995, report
+                    for rt in (ref, ort, ov)]
+            for run in runs[1:]:
+                report = free_running(runs[0], run, examples)
+                assert report["answer_agreement"] >= 0.995, report
             exact[halt] = (accuracy(runs[1].preds, examples.labels, examples.ignore_label_id)[0].mean(),
                            runs[1].steps.mean())
     assert exact[True][1] < exact[False][1], exact

@@ -15,6 +15,7 @@ TESTED_IN = {
     "onnxruntime": "test_parity.py (teacher-forced vs torch on every tiny config), test_cli.py",
     "torch": "test_solver.py (solver == model.predict), test_parity.py",
     "tensorrt": "test_trt.py (buffer logic on a numpy CUDA stand-in; real engines under -m gpu)",
+    "openvino": "test_parity.py (teacher-forced vs torch on every tiny config), test_openvino.py",
 }
 
 
@@ -27,7 +28,9 @@ def test_names_aliases_and_devices():
     assert parse_runtime_spec("onnxruntime:CUDA") == ("onnxruntime", "cuda")
     assert parse_runtime_spec("trt") == ("tensorrt", None)
     assert parse_runtime_spec("pytorch:cpu") == ("torch", "cpu")
-    with pytest.raises(RuntimeUnavailableError, match=r"unknown runtime 'tflite'.*'onnxruntime', 'tensorrt', 'torch'"):
+    assert parse_runtime_spec("ov:CPU:bf16") == ("openvino", "cpu:bf16")
+    with pytest.raises(RuntimeUnavailableError,
+                       match=r"unknown runtime 'tflite'.*'onnxruntime', 'tensorrt', 'openvino', 'torch'"):
         get_runtime("tflite")
 
 
@@ -38,7 +41,7 @@ def test_missing_package_names_what_to_install_and_what_is_available(monkeypatch
         get_runtime("tensorrt")
     message = str(error.value)
     assert "pip install 'trm-edge[tensorrt]'" in message
-    assert "available runtimes: 'onnxruntime', 'torch'" in message
+    assert "available runtimes: 'onnxruntime', 'openvino', 'torch'" in message
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(RuntimeUnavailableError, match="pip install onnxruntime"):
         get_runtime("onnxruntime")
@@ -48,7 +51,8 @@ def test_importing_the_runtimes_pulls_in_no_backend():
     import subprocess
 
     code = ("import sys, trm_edge.runtimes, trm_edge.runtimes.solver, trm_edge.commands.runtime, trm_edge.cli; "
-            "print([m for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx', 'matplotlib') if m in sys.modules])")
+            "print([m for m in ('torch', 'onnxruntime', 'tensorrt', 'openvino', 'onnx', 'matplotlib') "
+            "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

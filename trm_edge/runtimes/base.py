@@ -364,10 +364,14 @@ RUNTIMES: dict[str, RuntimeEntry] = {
                      "onnxruntime:tensorrt)", aliases=("ort",)),
         RuntimeEntry("tensorrt", "trm_edge.runtimes.trt", "TensorRTRuntime",
                      (("tensorrt",), ("cuda", "torch")),
-                     "pip install 'trm-edge[tensorrt]' (tensorrt and cuda-python; on Jetson TensorRT comes with "
-                     "JetPack: apt install python3-libnvinfer, then pip install cuda-python)", ("bundle",),
+                     "pip install 'trm-edge[tensorrt]' (tensorrt and cuda-python; on a Jetson TensorRT comes with "
+                     "JetPack: apt install python3-libnvinfer, then pip install 'trm-edge[jetson]')", ("bundle",),
                      "native TensorRT engine (build it on the device: trm-edge build-engine BUNDLE)",
                      aliases=("trt",)),
+        RuntimeEntry("openvino", "trm_edge.runtimes.openvino", "OpenVinoRuntime", (("openvino",),),
+                     "pip install 'trm-edge[openvino]'", ("bundle",),
+                     "OpenVINO on the bundle's ONNX: CPU in float32 (openvino:cpu:bf16 for bf16), openvino:gpu and "
+                     "openvino:npu on Intel GPUs and NPUs", aliases=("ov",)),
         RuntimeEntry("torch", "trm_edge.runtimes.torch_ref", "TorchRuntime", (("torch",),),
                      "pip install 'trm-edge[host]' (torch, the reference runtime, for checkpoints; a device runs a "
                      "bundle instead: trm-edge export CHECKPOINT --target cpu -o BUNDLE, then --model BUNDLE)",

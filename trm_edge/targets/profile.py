@@ -11,7 +11,7 @@ import yaml
 from trm_edge.errors import TargetError, choices
 
 FAMILIES = ("jetson", "nvidia-gpu", "cpu")
-RUNTIMES = ("onnxruntime", "tensorrt", "torch")
+RUNTIMES = ("onnxruntime", "tensorrt", "openvino", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_FORMATS = ("qdq", "qoperator")
 INT8_TYPES = ("int8", "uint8")

@@ -1,0 +1,92 @@
+"""OpenVINO: the bundle's step graph (the same ONNX file onnxruntime runs, no second export) compiled by
+OpenVINO for an Intel CPU, GPU or NPU.
+
+``openvino`` / ``openvino:cpu`` runs float32: OpenVINO's CPU plugin otherwise computes a float32 graph in bf16
+on CPUs with bf16 units, which moved random-weight step outputs by 0.3 relative (issue 13's measurement).
+``openvino:cpu:bf16`` asks for bf16 explicitly; ``openvino:gpu`` / ``openvino:npu`` pass the device through
+(their default precision is theirs). INT8 bundles run their Q/DQ graph as OpenVINO's low-precision pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trm_edge.errors import RuntimeUnavailableError, choices
+from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Runtime
+
+PRECISIONS = ("f32", "bf16")
+
+
+def parse_device(device: str | None) -> tuple[str, str | None]:
+    """``cpu`` -> (CPU, f32); ``cpu:bf16`` -> (CPU, bf16); ``gpu`` -> (GPU, None: the plugin's default)."""
+    name, _, precision = (device or "cpu").partition(":")
+    name = name.upper()
+    precision = precision or ("f32" if name == "CPU" else "")
+    if precision and precision not in PRECISIONS:
+        raise RuntimeUnavailableError(f"openvino precision {precision!r}; choices: {choices(PRECISIONS)} "
+                                      "(e.g. openvino:cpu:bf16)")
+    return name, precision or None
+
+
+class OpenVinoRuntime(Runtime):
+    """The step graph compiled by OpenVINO (``openvino[:DEVICE[:PRECISION]]``)."""
+
+    name = "openvino"
+    runs = ("bundle",)
+
+    def __init__(self, source: ModelSource, *, device: str | None = None, threads: int | None = None,
+                 **options: Any) -> None:
+        super().__init__(source, device=device, **options)
+        self.ov_device, self.precision = parse_device(device)
+        self.threads = threads
+        self.compiled: Any = None
+        self.request: Any = None
+        self._fixed_batch: int | None = None
+
+    def _load(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        if self.ov_device not in core.available_devices and self.ov_device != "AUTO":
+            raise RuntimeUnavailableError(f"OpenVINO has no {self.ov_device} device here; devices: "
+                                          f"{choices(core.available_devices)}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        path = str(self.source.bundle.step_graph_path)
+        try:
+            model = core.read_model(path)
+            self.compiled = core.compile_model(model, self.ov_device, config)
+        except RuntimeError as error:  # OpenVINO raises RuntimeError for graphs it cannot read or compile
+            raise RuntimeUnavailableError(f"OpenVINO cannot compile {path!r} for {self.ov_device}: "
+                                          f"{' '.join(str(error).split())[:300]}") from None
+        outputs = {name for port in self.compiled.outputs for name in port.get_names()}
+        missing = [n for n in STEP_OUTPUTS if n not in outputs]
+        if missing:
+            raise RuntimeUnavailableError(f"{path!r} is not a step graph: no output(s) {choices(missing)}")
+        batch = self.compiled.input("inputs").get_partial_shape()[0]
+        self._fixed_batch = batch.get_length() if batch.is_static else None
+        self.request = self.compiled.create_infer_request()
+
+    def _close(self) -> None:
+        self.request = self.compiled = None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self._fixed_batch
+
+    def _step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.request.infer(feeds)
+        return {name: np.array(self.request.get_tensor(name).data, copy=True) for name in STEP_OUTPUTS}
+
+    def describe(self) -> dict[str, Any]:
+        info = {**super().describe(), "device": self.ov_device, "inference_precision": self.precision}
+        if self.compiled is not None:
+            import openvino as ov
+
+            info["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+        return info
