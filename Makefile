@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # torch is pinned: on these machines pip serves the 2.13.0 CPU build from local disk, while an
 # unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+# A Python 3.8 (pyenv's) for the device-only install that `device-py38` checks, where this machine has one.
+PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8))
+VENV38 := .venv38
 
 .PHONY: install lock demo test test-fast lint device-py38 default-model maze-model clean
 
@@ -61,8 +64,6 @@ device-py38: $(STAMP) $(VENV38)/.installed
 # Where this machine has a Python 3.8 (pyenv's), a device-only install of this checkout on it, with the numpy and
 # onnxruntime JetPack 5 users get: `pip install .` must resolve without torch, and tests/test_device_py38.py runs
 # the device commands there. Without a 3.8 only the static checks run (said on stdout).
-PY38 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8))
-VENV38 := .venv38
 $(VENV38)/.installed: pyproject.toml
 	@if [ -z "$(PY38)" ]; then echo "no Python 3.8 here: the device side is checked statically only"; exit 0; fi; \
 	rm -rf $(VENV38) && $(PY38) -m venv $(VENV38) && \
