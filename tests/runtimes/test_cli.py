@@ -221,6 +221,14 @@ def test_bench_several_models_side_by_side(bundles, checkpoint):
     assert "speedup" in table and "torch" in table and "onnxruntime" in table
 
 
+def test_bench_every_installed_runtime(bundles):
+    _, bundle = bundles("mlp")
+    result = run("bench", str(bundle), "--runtime", "all", "--batch", "2", "--max-steps", "1", "--repeats", "1",
+                 "--warmup", "0", "--threads", "1", "--json")
+    names = [entry["runtime"]["runtime"] for entry in json.loads(result.stdout)["models"]]
+    assert names == ["onnxruntime", "openvino"]  # no engine built here: no tensorrt; torch runs checkpoints
+
+
 def test_bench_runtime_count_must_match_models(bundles, checkpoint):
     _, bundle = bundles("mlp")
     result = cli("bench", str(checkpoint), str(bundle), str(bundle), "-r", "torch", "-r", "onnxruntime")

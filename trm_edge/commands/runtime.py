@@ -57,9 +57,24 @@ def _open(model: Any, runtime: str | None, *, threads: int | None = None):
         name = parse_runtime_spec(runtime)[0] if runtime else None
         if name in (None, "onnxruntime") and source.kind == "bundle":
             options["intra_op_threads"] = threads
-        elif name in (None, "torch") and source.kind == "checkpoint":
+        elif (name in (None, "torch") and source.kind == "checkpoint") or name == "openvino":
             options["threads"] = threads
     return open_runtime(source, runtime, **options)
+
+
+def _every_runtime(models: list[Any]) -> tuple[list[Any], list[str]]:
+    """``bench --runtime all``: (model, runtime) pairs for every installed runtime that runs each model (TensorRT
+    only where the bundle has an engine built here)."""
+    from trm_edge.runtimes.base import RUNTIMES, open_source
+
+    pairs = []
+    for model in models:
+        source = open_source(_model(model))
+        engines = (getattr(source.bundle, "manifest", None) or {}).get("engines") or {}
+        for name, entry in RUNTIMES.items():
+            if entry.available() and source.kind in entry.runs and (name != "tensorrt" or "tensorrt" in engines):
+                pairs.append((source, name))
+    return [m for m, _ in pairs], [r for _, r in pairs]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -351,7 +366,7 @@ def bench(
     models: List[str] = typer.Argument(None, help=MODEL_HELP + " Several are timed side by side (their runs "
                                        "interleaved) and compared with the first.", show_default=False),
     runtime: List[str] = typer.Option(None, "--runtime", "-r", help=RUNTIME_HELP + " Once for all models, or "
-                                      "once per model in order."),
+                                      "once per model in order; `all`: every installed runtime that runs them."),
     batch: List[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
     max_steps: int = typer.Option(None, "--max-steps", help="Supervision steps (default: all of the model's)."),
     halt: bool = typer.Option(False, "--halt/--no-halt", help="Early exit (default: run every step)."),
@@ -379,6 +394,8 @@ def bench(
         import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     models = list(models or [None])
     runtimes = list(runtime or [None])
+    if runtimes == ["all"]:  # every installed runtime that can run each model, side by side
+        models, runtimes = _every_runtime(models)
     if len(runtimes) == 1:
         runtimes *= len(models)
     if len(runtimes) != len(models):
