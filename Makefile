@@ -69,10 +69,10 @@ $(VENV38)/.installed: pyproject.toml
 	rm -rf $(VENV38) && $(PY38) -m venv $(VENV38) && \
 	$(VENV38)/bin/pip install -q numpy==1.24.4 onnxruntime==1.16.3 . && touch $@
 
-# The shipped models (trm_edge/models/NAME, cards in their README.md), reproduced with trm-edge itself: about
-# an hour of training each on 2 idle CPU cores. default: Sudoku with 34-40 givens, token-mixing MLP
-# (sudoku-mini); maze: 9x9 mazes with a unique shortest path, self-attention + RoPE (maze-mini). Re-running
-# after an interruption resumes the training run from its last checkpoint.
+# The shipped models (trm_edge/models/NAME, cards in their README.md), reproduced with trm-edge itself on 2 CPU
+# cores. default: Sudoku with 34-40 givens, token-mixing MLP (sudoku-mini), about an hour; maze: 9x9 mazes with
+# a unique shortest path, self-attention + RoPE (maze-mini), about three hours. Re-running after an
+# interruption resumes the training run from its last checkpoint.
 data/default/recipe.json: | $(STAMP)
 	$(BIN)/trm-edge data build sudoku -o data/default --train 20000 --test 1000 --seed 7 \
 		--min-givens 34 --max-givens 40 --workers 2 --force
@@ -85,7 +85,7 @@ default-model: STEPS := 2800
 default-model: data/default/recipe.json
 maze-model: MODEL := maze
 maze-model: PRESET := maze-mini
-maze-model: STEPS := 3000
+maze-model: STEPS := 8000
 maze-model: data/maze/recipe.json
 default-model maze-model:
 	$(BIN)/trm-edge train --preset $(PRESET) --data data/$(MODEL) -o runs/$(MODEL) --train-steps $(STEPS) \
