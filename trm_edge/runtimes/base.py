@@ -269,6 +269,14 @@ class Recurrence(abc.ABC):
         """Free what the recurrence holds."""
 
 
+def kept_rows(rows: np.ndarray, batch: int) -> np.ndarray:
+    """``keep``'s argument as indices, checked: ascending rows of the current ``batch``."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= batch):
+        raise TrmEdgeError("keep() takes ascending row indices of the current batch")
+    return rows
+
+
 class HostRecurrence(Recurrence):
     """State in host memory, one ``runtime.step`` per step (onnxruntime, torch)."""
 

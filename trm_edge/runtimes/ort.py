@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime
+from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime, kept_rows
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -221,9 +221,7 @@ class BoundRecurrence(Recurrence):
         return self.rows["logits"][np.asarray(rows, dtype=np.intp)]
 
     def keep(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=np.intp)
-        if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= self._batch):
-            raise TrmEdgeError("keep() takes ascending row indices of the current batch")
+        rows = kept_rows(rows, self._batch)
         kept = len(rows)
         if np.array_equal(rows, np.arange(kept)):  # a prefix stays where it is
             self._batch = kept

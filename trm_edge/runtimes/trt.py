@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import BundleError, RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime, input_names, read_manifest
+from trm_edge.runtimes.base import (
+    STEP_OUTPUTS,
+    ModelSource,
+    Recurrence,
+    Runtime,
+    input_names,
+    kept_rows,
+    read_manifest,
+)
 from trm_edge.runtimes.cuda import CudaMemory, DeviceBuffer, cuda_memory, parse_device_index
 
 ENGINE_FILE = "step.engine"
@@ -368,9 +376,7 @@ class DeviceRecurrence(Recurrence):
         return out
 
     def keep(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=np.intp)
-        if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= self._batch):
-            raise TrmEdgeError("keep() takes ascending row indices of the current batch")
+        rows = kept_rows(rows, self._batch)
         runs = list(enumerate_runs(rows))
         if all(first == i for i, (first, _) in runs):  # a prefix stays where it is
             self._batch = len(rows)
