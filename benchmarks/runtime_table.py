@@ -6,7 +6,8 @@
     .venv/bin/python benchmarks/runtime_table.py /tmp/bench/ckpt /tmp/bench/bundle --batch 1 16 --max-steps 2
 
 More models (an INT8 bundle, say) may follow the bundle. Add ``--halt`` for early exit (meaningful on a
-trained model).
+trained model). ``--from-json BENCH.json ...`` prints the table of saved ``trm-edge bench --json`` reports instead
+(benchmarks/cpu_runtimes.sh).
 """
 
 from __future__ import annotations
@@ -18,7 +19,30 @@ import subprocess
 import sys
 
 
+def runtime_label(runtime: dict) -> str:
+    """``onnxruntime``, ``openvino``, ``openvino bf16`` (an inference-precision hint other than float32)."""
+    hint = runtime.get("inference_precision")
+    return runtime["runtime"] + (f" {hint}" if hint and hint != "f32" else "")
+
+
+def print_table(report: dict) -> None:
+    print("| model | runtime | batch | steps | step p50 (ms) | puzzles/s | vs first | GFLOP/s | peak RSS (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in report["models"]:
+        name = os.path.basename(entry["model"].rstrip("/"))
+        for r in entry["results"]:
+            print(f"| {name} | {runtime_label(entry['runtime'])} | {r['batch']} | {r['mean_steps']:.1f} | "
+                  f"{r['step_ms_p50']:.1f} | {r['puzzles_per_s']:.3f} | {r['speedup']:.2f}x | {r['gflops']:.0f} | "
+                  f"{r['peak_rss_mb']:.0f} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--from-json"]:
+        for path in sys.argv[2:]:
+            with open(path) as f:
+                print_table(json.load(f))
+            print()
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("bundles", nargs="+")
@@ -39,14 +63,7 @@ def main() -> None:
     print("$ trm-edge " + " ".join(command[3:]), file=sys.stderr, flush=True)
     report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     print(f"\n(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
-    print("| model | runtime | batch | steps | step p50 (ms) | puzzles/s | vs first | GFLOP/s | peak RSS (MB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for entry in report["models"]:
-        name = os.path.basename(entry["model"].rstrip("/"))
-        for r in entry["results"]:
-            print(f"| {name} | {entry['runtime']['runtime']} | {r['batch']} | {r['mean_steps']:.1f} | "
-                  f"{r['step_ms_p50']:.0f} | {r['puzzles_per_s']:.3f} | {r['speedup']:.2f}x | {r['gflops']:.0f} | "
-                  f"{r['peak_rss_mb']:.0f} |")
+    print_table(report)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,31 @@ def test_x86_bundle_is_u8_activations_s8_per_channel_weights(x86_int8):
     assert all(row["covered"] == 1.0 for row in calibration["coverage_by_step"])
 
 
+def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_drops_zero_points(x86_int8,
+                                                                                                  tmp_path):
+    """The golden I/O of a quantized bundle carries the float32 outputs; verify passes onnxruntime's own kernels and
+    refuses the same graph run with its activation zero points at 0 (what an importer that ignores asymmetric
+    quantization computes)."""
+    from trm_edge.export.bundle import load_bundle
+    from trm_edge.quantize.evaluate import open_runtime
+    from trm_edge.runtimes.evaluate import verify_golden
+
+    b = load_bundle(x86_int8.output)
+    golden = b.golden()
+    with open_runtime(b) as rt:
+        report = verify_golden(rt, golden, precision="int8")
+    assert report["ok"] and report["worst"]["error_ratio"] < 1 / 1.5 + 1e-9, report["lines"]
+    model = onnx.load(str(b.step_graph_path))
+    for tensor in model.graph.initializer:
+        value = numpy_helper.to_array(tensor)
+        if value.dtype == np.uint8 and value.ndim == 0:  # the activations' zero points
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(value), tensor.name))
+    onnx.save(model, str(tmp_path / "no-zero-points.onnx"))
+    with open_runtime(b, tmp_path / "no-zero-points.onnx", precision="int8") as rt:
+        report = verify_golden(rt, golden, precision="int8")
+    assert not report["ok"], report["lines"]
+
+
 def test_parity_report_is_in_the_bundle(x86_int8):
     report = json.loads((x86_int8.output / "parity.json").read_text())
     assert (x86_int8.output / "parity.png").stat().st_size > 10_000
@@ -288,6 +313,15 @@ def test_every_preset_family_quantizes_and_verifies(bundle, family_data, family,
     result = quantize_bundle(src, tmp_path / "q", _options(precision=kind, **calib))
     quantized = load_bundle(result.output)
     assert quantized.precision == kind and result.quantization["verify"]["ok"]
+    golden = quantized.golden()
+    assert all(f"fp32.{name}" in golden for name in ("z_H_next", "z_L_next", "logits", "q_halt_logits"))
+    if target == "x86-avx512":  # other kernels than the golden outputs' (onnxruntime's): held to float32
+        from trm_edge.runtimes import open_runtime
+        from trm_edge.runtimes.evaluate import verify_golden
+
+        with open_runtime(result.output, "openvino") as ov:
+            report = verify_golden(ov, golden, precision=kind)
+        assert report["ok"] and report["reference"].startswith("float32"), report["lines"]
     if kind == "int8":
         graph = onnx.load(str(quantized.step_graph_path)).graph
         producer = {out: n.op_type for n in graph.node for out in n.output}

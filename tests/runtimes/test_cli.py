@@ -255,6 +255,22 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     assert answers_only["free_running"]["a_solved_kept"] is None  # a random model solves nothing to keep
 
 
+def test_compare_and_bench_halt_where_solve_and_eval_do(tmp_path):
+    """A trained model halts at its calibrated threshold (3.0 for the shipped default model): compare --halt and
+    bench --halt measure that halting, not the threshold 0 of an uncalibrated model."""
+    bundle = ROOT / "trm_edge" / "models" / "default" / "bundle"
+    data = tmp_path / "fresh"
+    run("data", "build", "--like", "default", "-o", str(data), "--train", "0", "--test", "16", "--seed", "11")
+    evaluated = json.loads(run("eval", str(bundle), "--data", str(data), "--halt", "--json").stdout)
+    compared = json.loads(run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data", str(data), "--halt",
+                              "--teacher-forced-limit", "0", "--json").stdout)
+    assert evaluated["halting"]["threshold"] == 3.0
+    assert compared["free_running"]["mean_steps"] == [evaluated["mean_steps"]] * 2
+    benched = json.loads(run("bench", str(bundle), "--data", str(data), "--batch", "16", "--halt", "--repeats", "1",
+                             "--warmup", "0", "--json").stdout)
+    assert benched["models"][0]["results"][0]["mean_steps"] == evaluated["mean_steps"]
+
+
 def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
     """The ARC test split gets the official metric (pass@K from votes over augmented versions), equal to the
     voter's on the same predictions, and --submission writes two attempts per test input of every task."""

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import TINY_CONFIGS
 from tests.runtimes.conftest import random_ids, random_tokens
 from trm_edge.runtimes import Solver, open_runtime, open_source
-from trm_edge.runtimes.evaluate import Examples, free_running, teacher_forced
+from trm_edge.runtimes.evaluate import Examples, free_running, teacher_forced, teacher_forced_run
 from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
 from trm_edge.runtimes.torch_ref import TorchRuntime
 
@@ -46,6 +46,20 @@ def test_solver_agrees_over_a_few_steps(bundles, name):
         runs = [Solver(rt, batch_size=6, max_steps=2, halt=True).run(tokens, ids) for rt in (ref, ort)]
     report = free_running(runs[0], runs[1], examples)
     assert report["cell_agreement"] > 0.995 and report["steps_agreement"] > 0.9, report
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_the_teacher_forced_reference_is_its_all_steps_solver_run(bundles, name):
+    """The quantizer's report reads the float graph's all-steps answers off the teacher-forced pass instead of
+    solving again: they must be the solver's, bit for bit, through the same batches."""
+    model, bundle = bundles(name)
+    cfg = model.config
+    tokens, ids = random_tokens(cfg, 11, seed=3), random_ids(cfg, 11, seed=4)
+    with open_runtime(bundle) as a, open_runtime(bundle) as b:
+        _, forced = teacher_forced_run(a, b, Examples(tokens, None, ids), steps=cfg.halt_max_steps, batch_size=4)
+        solved = Solver(a, batch_size=4, halt=False).run(tokens, ids, record_steps=True)
+    for field in ("preds", "steps", "q_halt_logits", "halted", "step_preds", "step_q"):
+        np.testing.assert_array_equal(getattr(forced, field), getattr(solved, field), err_msg=field)
 
 
 @pytest.mark.parametrize("options", [OrtOptions(intra_op_threads=1), OrtOptions(graph_optimization="disable"),

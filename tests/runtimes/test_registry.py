@@ -19,8 +19,44 @@ TESTED_IN = {
 }
 
 
+# Where each parity claim (RuntimeEntry.parity: the bundle precisions a runtime may be picked by default for) is
+# tested; the guard fails on a claim without a test.
+PARITY_TESTED_IN = {
+    ("onnxruntime", "fp32"): "test_parity.py (teacher-forced vs torch, every tiny config)",
+    ("onnxruntime", "fp16"): "tests/quantize/test_pipeline.py (every preset family quantizes and verifies)",
+    ("onnxruntime", "int8"): "tests/quantize/test_pipeline.py (every preset family, both INT8 formats)",
+    ("openvino", "fp32"): "test_parity.py (teacher-forced vs torch, every tiny config), test_openvino.py",
+    ("openvino", "int8"): "tests/quantize/test_pipeline.py (verify against float32 through OpenVINO, every family)",
+    ("tensorrt", "fp32"): "test_trt.py (fake CUDA; real engines under -m gpu)",
+    ("tensorrt", "fp16"): "test_trt.py (-m gpu: engines built and verified per precision)",
+    ("tensorrt", "int8"): "test_trt.py (-m gpu: engines built and verified per precision)",
+    ("torch", "fp32"): "test_solver.py, test_parity.py (the reference)",
+}
+
+
 def test_every_registered_runtime_is_tested():
     assert set(RUNTIMES) == set(TESTED_IN)
+    assert {(name, p) for name, entry in RUNTIMES.items() for p in entry.parity} == set(PARITY_TESTED_IN)
+
+
+def test_the_default_is_the_fastest_measured_runtime_that_holds_parity(bundles, monkeypatch):
+    """x86-avx512's profile measured OpenVINO fastest for float32 and INT8 bundles: it is the default where it is
+    installed and can be verified; otherwise the next in the ranking."""
+    _, bundle = bundles("mlp")
+    source = open_source(bundle)
+    monkeypatch.setattr(source, "target", "x86-avx512")
+    assert default_runtime(source) == "openvino"
+    monkeypatch.setattr(source, "precision", "int8")
+    golden = source.bundle.manifest["golden"]
+    monkeypatch.setitem(golden, "keys", [*golden["keys"], "fp32.logits"])  # a quantized bundle's float32 reference
+    assert default_runtime(source) == "openvino"
+    monkeypatch.setitem(golden, "keys", [k for k in golden["keys"] if not k.startswith("fp32.")])
+    assert default_runtime(source) == "onnxruntime"  # older INT8 bundles: nothing to verify other kernels by
+    monkeypatch.setattr(source, "precision", "fp32")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed
+    assert default_runtime(source) == "onnxruntime"
+    monkeypatch.setattr(source, "target", "x86-avx2")  # not measured: the listed order
+    assert default_runtime(source) == "onnxruntime"
 
 
 def test_names_aliases_and_devices():

@@ -100,10 +100,24 @@ def _write(tmp_path, **changes):
     ({"memory_budget_mb": -1}, "must be positive"),
     ({"description": DROP}, "missing field"),
     ({"int8": {"format": "qdq"}}, "missing field"),
+    ({"speed": {"how": "here", "relative": {"tflite int8": 2.0}}}, "not 'RUNTIME PRECISION'"),
+    ({"speed": {"how": "here", "relative": {"onnxruntime int4": 2.0}}}, "not 'RUNTIME PRECISION'"),
+    ({"speed": {"how": "here", "relative": {"onnxruntime int8": 0}}}, "must be a positive number"),
+    ({"speed": {"relative": {"onnxruntime int8": 2.0}}}, "missing field"),
 ])
 def test_bad_profiles_are_refused(tmp_path, changes, message):
     with pytest.raises(TargetError, match=message):
         load_target(_write(tmp_path, **changes))
+
+
+def test_measured_speed_ranks_the_runtimes_per_precision():
+    """x86-avx512 was measured (benchmarks/cpu_runtimes.sh): OpenVINO first for float32 and INT8 bundles, INT8 on
+    OpenVINO the fastest way overall; an unmeasured target keeps its listed order."""
+    target = get_target("x86-avx512")
+    assert target.ranking("fp32") == target.ranking("int8") == ("openvino", "onnxruntime")
+    assert target.fastest()[:2] == ("openvino", "int8") and target.to_dict()["speed"]["how"]
+    unmeasured = get_target("x86-avx2")
+    assert unmeasured.ranking("int8") == unmeasured.runtimes and unmeasured.fastest() is None
 
 
 def test_a_custom_profile_loads(tmp_path):

@@ -92,7 +92,10 @@ def targets(
 
         table = Table(title=f"target {profile.name}", show_header=False)
         for key, value in profile.to_dict().items():
-            if isinstance(value, dict):
+            if key == "speed" and value:
+                ranked = sorted(value["relative"].items(), key=lambda item: -item[1])
+                value = ", ".join(f"{k} {v:.2f}x" for k, v in ranked) + f"\n({value['how']})"
+            elif isinstance(value, dict):
                 value = ", ".join(f"{k}={v}" for k, v in value.items())
             elif isinstance(value, list):
                 value = "\n".join(value) if key == "notes" else ", ".join(str(v) for v in value)
@@ -106,10 +109,12 @@ def targets(
     from rich.table import Table
 
     table = Table(title="trm-edge targets (details: trm-edge targets NAME)")
-    for column in ("name", "runtimes", "opset", "op list", "precisions", "int8", "memory"):
+    for column in ("name", "runtimes", "opset", "op list", "precisions", "int8", "memory", "fastest (measured)"):
         table.add_column(column, no_wrap=column in ("name", "op list", "int8"))
     for p in profiles:
         int8 = f"{'s8' if p.int8.activations == 'int8' else 'u8'}xs8 {p.int8.format}" if p.int8 else "-"
+        fastest = p.fastest()
         table.add_row(p.name, " ".join(p.runtimes), str(p.opset), p.op_list.name, " ".join(p.precisions), int8,
-                      f"{p.memory_budget_mb} MB" if p.memory_budget_mb else "-")
+                      f"{p.memory_budget_mb} MB" if p.memory_budget_mb else "-",
+                      f"{fastest[1]} on {fastest[0]} ({fastest[2]:.1f}x)" if fastest else "-")
     console.print(table)

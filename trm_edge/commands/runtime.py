@@ -394,7 +394,8 @@ def bench(
         import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     models = list(models or [None])
     runtimes = list(runtime or [None])
-    if runtimes == ["all"]:  # every installed runtime that can run each model, side by side
+    every = runtimes == ["all"]
+    if every:  # every installed runtime that can run each model, side by side
         models, runtimes = _every_runtime(models)
     if len(runtimes) == 1:
         runtimes *= len(models)
@@ -417,6 +418,8 @@ def bench(
             start = time.perf_counter()
             stack.enter_context(rt)  # loads it
             entries.append({"model": str(rt.source.path), "load_s": time.perf_counter() - start, "results": []})
+            if every:
+                entries[-1]["parity"] = _parity(rt)
         task = bar.add_task("bench", total=len(batch) * (repeats + warmup) * len(rts))
         for b in batch:
             rows = bench_side_by_side(rts, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
@@ -429,6 +432,8 @@ def bench(
         for row, base in zip(entry["results"], entries[0]["results"]):  # noqa: B905
             row["speedup"] = row["puzzles_per_s"] / base["puzzles_per_s"]
     report = {"data": str(data) if data else "random", "baseline": entries[0]["model"], "models": entries}
+    if every:
+        report["ranking"] = _ranking(entries, batch)
     if plot is not None:
         _plot_bench(entries, plot)
         report["plot"] = str(plot)
@@ -453,10 +458,41 @@ def bench(
     console.print(table)
     loads = ", ".join(f"{_label(e)} {e['load_s']:.2f} s" for e in entries)
     console.print(f"load: {loads}")
+    for b, ranked in (report.get("ranking") or {}).items():
+        order = " > ".join(f"{r['label']} {r['puzzles_per_s']:.2f}/s" for r in ranked if r["parity"] is not False)
+        failed = [r["label"] for r in ranked if r["parity"] is False]
+        console.print(f"fastest at batch {b}: {order}" + (f" (failed parity, not ranked: {', '.join(failed)})"
+                                                            if failed else ""), markup=False, highlight=False)
+
+
+def _parity(rt) -> dict[str, Any] | None:
+    """``verify`` on the bundle's golden I/O through this runtime (None for a checkpoint or a bundle without)."""
+    from trm_edge.runtimes.evaluate import verify_golden
+
+    golden = rt.source.bundle.golden() if rt.source.kind == "bundle" and rt.source.bundle.manifest.get("golden") \
+        else None
+    if not golden:
+        return None
+    report = verify_golden(rt, golden, precision=rt.source.precision)
+    return {"ok": report["ok"], "worst_error_ratio": report["worst"]["error_ratio"], "reference": report["reference"]}
+
+
+def _ranking(entries: list[dict[str, Any]], batches: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Per batch size, every (model, runtime) fastest first, with its parity verdict (None: not verifiable)."""
+    ranking = {}
+    for i, b in enumerate(batches):
+        rows = [{"label": f"{_label(e)} {e['runtime'].get('precision', '')}".strip(),
+                 "puzzles_per_s": e["results"][i]["puzzles_per_s"],
+                 "parity": None if e.get("parity") is None else e["parity"]["ok"]} for e in entries]
+        ranking[b] = sorted(rows, key=lambda r: -r["puzzles_per_s"])
+    return ranking
 
 
 def _label(entry: dict[str, Any]) -> str:
-    return f"{Path(entry['model']).name or entry['model']} ({entry['runtime']['runtime']})"
+    runtime = entry["runtime"]
+    hint = runtime.get("inference_precision")
+    name = runtime["runtime"] + (f":{hint}" if hint and hint != "f32" else "")
+    return f"{Path(entry['model']).name or entry['model']} ({name})"
 
 
 def _plot_bench(entries: list[dict[str, Any]], path: Path) -> None:
@@ -518,11 +554,11 @@ def compare(
         import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task("teacher-forced", total=len(forced) * steps)
-        per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch,
+        per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch, threshold=a.source.halt_threshold,
                                   on_step=lambda k: bar.advance(task, k)) if len(forced) else []
         runs = []
-        for rt in (a, b):
-            solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt)
+        for rt in (a, b):  # each halts at its own calibrated threshold, as solve and eval do
+            solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt, threshold=rt.source.halt_threshold)
             runs.append(solver.run(examples.inputs, examples.puzzle_identifiers))
         answers_report = free_running(runs[0], runs[1], examples)
         report = {"a": a.describe(), "b": b.describe(), "count": len(examples), "steps": steps, "halt": halt,

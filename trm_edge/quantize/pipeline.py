@@ -347,8 +347,9 @@ def _write(src, model: onnx.ModelProto, info: dict, extra: dict, output: Path, o
 
 
 def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[str]) -> dict[str, Any] | None:
-    """The bundle's golden step feeds with *this* graph's outputs (onnxruntime, CPU): ``trm-edge verify`` on the
-    device then checks the device runs the quantized graph as quantized. The fp32 comparison is the report's."""
+    """The bundle's golden step feeds with *this* graph's outputs (onnxruntime, CPU) and, under ``fp32.`` keys,
+    the float32 graph's: ``trm-edge verify`` on the device holds any runtime's kernels to float32, within a
+    margin of how far onnxruntime's lie from it (runtimes.evaluate.verify_golden)."""
     if not src.manifest.get("golden"):
         return None
     import onnxruntime as ort
@@ -365,14 +366,17 @@ def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[s
     outputs = [o.name for o in session.get_outputs()]
     feeds = {n: golden[n] for n in names}
     values = session.run(outputs, feeds)
+    from trm_edge.export.tolerances import FLOAT_PREFIX, REFERENCE_MARGIN, tolerance_for
+
     for name, value in zip(outputs, values, strict=True):
+        if name in golden:
+            golden[FLOAT_PREFIX + name] = golden[name]
         golden[name] = value
     np.savez(golden_path, **golden)
-    from trm_edge.export.tolerances import tolerance_for
-
     return {"keys": sorted(golden), "tolerance": asdict(tolerance_for(precision)),
-            "reference": f"onnxruntime {ort.__version__} CPU on this {precision} step graph (the fp32 comparison "
-                         "is in parity.json)"}
+            "reference_margin": asdict(REFERENCE_MARGIN),
+            "reference": f"onnxruntime {ort.__version__} CPU on this {precision} step graph; {FLOAT_PREFIX}* keys: "
+                         "the float32 graph's outputs, which every runtime is held to (see docs/bundle-format.md)"}
 
 
 def _verify(bundle, precision: str) -> dict[str, Any] | None:

@@ -21,16 +21,21 @@ REPORT_PNG = "parity.png"
 def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int | None = None,
            threshold: float = 0.0, log=lambda s: None) -> dict[str, Any]:
     """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``."""
-    from trm_edge.runtimes.evaluate import evaluate, free_running, score, teacher_forced
+    from trm_edge.runtimes.evaluate import evaluate, free_running, score, teacher_forced_run
     from trm_edge.runtimes.solver import Solver
 
     steps = max_steps or float_rt.config.halt_max_steps
     report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps, "halt_threshold": threshold}
-    runs = {}
+    log(f"teacher-forced per-step divergence on {len(examples)} held-out puzzles (the float graph's trajectory is "
+        "also its all-steps run)")
+    per_step, float_out = teacher_forced_run(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size,
+                                             threshold=threshold)
+    runs = {("float", False): (score(float_rt, examples, float_out, threshold=threshold, max_steps=steps, halt=False),
+                               float_out)}
+    log(f"evaluating the quantized graph on {len(examples)} held-out puzzles (all steps; halting read from them)")
+    solver = Solver(quant_rt, batch_size=batch_size, max_steps=steps, halt=False, threshold=threshold)
+    runs[("quantized", False)] = evaluate(quant_rt, examples, solver=solver, by_step=True)
     for name, rt in (("float", float_rt), ("quantized", quant_rt)):
-        log(f"evaluating the {name} graph on {len(examples)} held-out puzzles (all steps; halting read from them)")
-        solver = Solver(rt, batch_size=batch_size, max_steps=steps, halt=False, threshold=threshold)
-        runs[(name, False)] = evaluate(rt, examples, solver=solver, by_step=True)
         halting = runs[(name, False)][1].halting(threshold)
         runs[(name, True)] = (score(rt, examples, halting, threshold=threshold, max_steps=steps, halt=True), halting)
     (mf, of), (mq, oq) = runs[("float", False)], runs[("quantized", False)]
@@ -48,9 +53,7 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
         "halted_fraction": {"float": hf["halting"]["halted_fraction"], "quantized": hq["halting"]["halted_fraction"]},
         "answer_agreement": float(np.all(ohf.preds == ohq.preds, axis=-1).mean()) if len(examples) else 0.0,
     }
-    log("teacher-forced per-step divergence")
-    report["per_step"] = teacher_forced(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size,
-                                        threshold=threshold)
+    report["per_step"] = per_step
     return report
 
 

@@ -347,6 +347,9 @@ class RuntimeEntry:
     runs: tuple[str, ...]
     description: str
     aliases: tuple[str, ...] = field(default=())
+    # Bundle precisions whose parity this runtime is tested for (tests/runtimes/test_registry.py runs each claim):
+    # the solver picks it by default for those only.
+    parity: tuple[str, ...] = field(default=("fp32",))
 
     def missing(self) -> list[str]:
         """The requirement groups not importable here (cheap: no import happens)."""
@@ -369,17 +372,17 @@ RUNTIMES: dict[str, RuntimeEntry] = {
         RuntimeEntry("onnxruntime", "trm_edge.runtimes.ort", "OnnxRuntime", (("onnxruntime",),),
                      "pip install onnxruntime (or onnxruntime-gpu for the CUDA/TensorRT providers)", ("bundle",),
                      "ONNX Runtime: CPU provider; CUDA and TensorRT providers when installed (onnxruntime:cuda, "
-                     "onnxruntime:tensorrt)", aliases=("ort",)),
+                     "onnxruntime:tensorrt)", aliases=("ort",), parity=("fp32", "fp16", "int8")),
         RuntimeEntry("tensorrt", "trm_edge.runtimes.trt", "TensorRTRuntime",
                      (("tensorrt",), ("cuda", "torch")),
                      "pip install 'trm-edge[tensorrt]' (tensorrt and cuda-python; on a Jetson TensorRT comes with "
                      "JetPack: apt install python3-libnvinfer, then pip install 'trm-edge[jetson]')", ("bundle",),
                      "native TensorRT engine (build it on the device: trm-edge build-engine BUNDLE)",
-                     aliases=("trt",)),
+                     aliases=("trt",), parity=("fp32", "fp16", "int8")),
         RuntimeEntry("openvino", "trm_edge.runtimes.openvino", "OpenVinoRuntime", (("openvino",),),
                      "pip install 'trm-edge[openvino]'", ("bundle",),
                      "OpenVINO on the bundle's ONNX: CPU in float32 (openvino:cpu:bf16 for bf16), openvino:gpu and "
-                     "openvino:npu on Intel GPUs and NPUs", aliases=("ov",)),
+                     "openvino:npu on Intel GPUs and NPUs", aliases=("ov",), parity=("fp32", "int8")),
         RuntimeEntry("torch", "trm_edge.runtimes.torch_ref", "TorchRuntime", (("torch",),),
                      "pip install 'trm-edge[host]' (torch, the reference runtime, for checkpoints; a device runs a "
                      "bundle instead: trm-edge export CHECKPOINT --target cpu -o BUNDLE, then --model BUNDLE)",
@@ -425,8 +428,9 @@ def get_runtime(name: str) -> type[Runtime]:
 
 
 def default_runtime(source: ModelSource) -> str:
-    """Checkpoints run on torch; a bundle runs on the first of its target's runtimes installed here
-    (onnxruntime when the target names none that is)."""
+    """Checkpoints run on torch; a bundle runs on the fastest of its target's runtimes (the profile's measured
+    ranking for the bundle's precision, else its listed order) that is installed here and holds parity for that
+    precision (onnxruntime when none does)."""
     if source.kind == "checkpoint":
         return "torch"
     wanted: Sequence[str] = ()
@@ -434,8 +438,7 @@ def default_runtime(source: ModelSource) -> str:
         try:
             from trm_edge.targets import get_target
 
-            profile = get_target(source.target)
-            wanted = tuple(getattr(profile, "runtimes", ()) or ())
+            wanted = get_target(source.target).ranking(source.precision)
         except (ImportError, TrmEdgeError):
             wanted = ()
     for name in wanted:
@@ -443,9 +446,23 @@ def default_runtime(source: ModelSource) -> str:
             entry = _lookup(str(name))
         except RuntimeUnavailableError:
             continue
-        if entry.available() and "bundle" in entry.runs and (entry.name != "tensorrt" or _has_engine(source)):
+        if (entry.available() and "bundle" in entry.runs and _holds_parity(entry, source)
+                and (entry.name != "tensorrt" or _has_engine(source))):
             return entry.name
     return "onnxruntime"
+
+
+def _holds_parity(entry: RuntimeEntry, source: ModelSource) -> bool:
+    """Tested at this precision; and for a quantized bundle, verifiable: its golden I/O holds onnxruntime's
+    kernels' outputs, so another runtime's INT8/FP16 needs the float32 reference that newer bundles carry."""
+    if source.precision not in entry.parity:
+        return False
+    if source.precision == "fp32" or entry.name == "onnxruntime":
+        return True
+    from trm_edge.export.tolerances import FLOAT_PREFIX
+
+    golden = (getattr(source.bundle, "manifest", None) or {}).get("golden") or {}
+    return FLOAT_PREFIX + "logits" in (golden.get("keys") or ())
 
 
 def _has_engine(source: ModelSource) -> bool:

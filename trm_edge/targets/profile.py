@@ -166,6 +166,24 @@ class Target:
     cpu_features: tuple[str, ...]
     notes: tuple[str, ...]
     source: str = ""
+    speed: dict[str, float] = field(default_factory=dict)  # "RUNTIME PRECISION" -> puzzles/s vs the first entry
+    speed_how: str = ""  # where, how and when ``speed`` was measured
+
+    def ranking(self, precision: str) -> tuple[str, ...]:
+        """The target's runtimes for a bundle of ``precision``, fastest first: those measured at that precision
+        by speed, then the rest in the listed order."""
+        measured = sorted(((value, key.split()[0]) for key, value in self.speed.items()
+                           if key.split()[1] == precision), reverse=True)
+        first = [name for _, name in measured]
+        return (*first, *(r for r in self.runtimes if r not in first))
+
+    def fastest(self) -> tuple[str, str, float] | None:
+        """(runtime, precision, speed) of the fastest measured way to run this target, if any was measured."""
+        if not self.speed:
+            return None
+        key, value = max(self.speed.items(), key=lambda item: item[1])
+        runtime, precision = key.split()
+        return runtime, precision, value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able profile (the op list by name, with its size), as ``trm-edge targets --json`` prints."""
@@ -183,13 +201,15 @@ class Target:
             "engine_build_on_device": self.engine_build_on_device,
             "tensorrt": self.tensorrt,
             "cpu_features": list(self.cpu_features),
+            "speed": {"how": self.speed_how, "relative": dict(self.speed)} if self.speed else None,
             "notes": list(self.notes),
         }
 
 
 _TARGET_REQUIRED = ("kind", "name", "description", "family", "runtimes", "opset", "op_list", "precisions",
                     "memory_budget_mb", "engine_build_on_device")
-_TARGET_OPTIONAL = ("int8", "tensorrt", "cpu_features", "notes")
+_TARGET_OPTIONAL = ("int8", "tensorrt", "cpu_features", "notes", "speed")
+RUNTIME_HINTS = ("bf16",)  # precisions a runtime may compute a float32 bundle in when asked (openvino:cpu:bf16)
 _TENSORRT_FIELDS = ("version", "jetpack", "compute_capabilities", "dla_cores")
 
 
@@ -225,6 +245,7 @@ def parse_target(data: dict[str, Any], *, source: str, op_lists: dict[str, OpLis
     budget = f.get("memory_budget_mb", int, nullable=True)
     if budget is not None and budget <= 0:
         raise TargetError(f"{where}: memory_budget_mb={budget} must be positive (or null)")
+    speed, speed_how = _parse_speed(data.get("speed"), where, runtimes, precisions) if "speed" in data else ({}, "")
     return Target(
         name=f.get("name", str),
         description=f.get("description", str),
@@ -240,7 +261,29 @@ def parse_target(data: dict[str, Any], *, source: str, op_lists: dict[str, OpLis
         cpu_features=f.strings("cpu_features"),
         notes=f.strings("notes"),
         source=source,
+        speed=speed,
+        speed_how=speed_how,
     )
+
+
+def _parse_speed(data: Any, where: str, runtimes: tuple[str, ...], precisions: tuple[str, ...]
+                 ) -> tuple[dict[str, float], str]:
+    """``speed: {how: TEXT, relative: {"RUNTIME PRECISION": FACTOR, ...}}``: measured throughput ratios."""
+    where = f"{where} speed"
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: must be a mapping")
+    f = _Fields(data, where, required=("how", "relative"), optional=())
+    how, relative = f.get("how", str), f.get("relative", dict)
+    speed = {}
+    for key, value in relative.items():
+        parts = str(key).split()
+        if len(parts) != 2 or parts[0] not in runtimes or parts[1] not in (*precisions, *RUNTIME_HINTS):
+            raise TargetError(f"{where}: {key!r} is not 'RUNTIME PRECISION' with a runtime of {choices(runtimes)} "
+                              f"and a precision of {choices((*precisions, *RUNTIME_HINTS))}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise TargetError(f"{where}: {key}={value!r} must be a positive number")
+        speed[" ".join(parts)] = float(value)
+    return speed, how
 
 
 def _parse_int8(data: Any, where: str) -> Int8Format:
