@@ -63,6 +63,7 @@ def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_d
     refuses the same graph run with its activation zero points at 0 (what an importer that ignores asymmetric
     quantization computes)."""
     from trm_edge.export.bundle import load_bundle
+    from trm_edge.export.tolerances import REFERENCE_MARGIN
     from trm_edge.quantize.evaluate import open_runtime
     from trm_edge.runtimes.evaluate import verify_golden
 
@@ -70,7 +71,7 @@ def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_d
     golden = b.golden()
     with open_runtime(b) as rt:
         report = verify_golden(rt, golden, precision="int8")
-    assert report["ok"] and report["worst"]["error_ratio"] < 1 / 1.5 + 1e-9, report["lines"]
+    assert report["ok"] and report["worst"]["error_ratio"] < 1 / REFERENCE_MARGIN.factor, report["lines"]
     model = onnx.load(str(b.step_graph_path))
     for tensor in model.graph.initializer:
         value = numpy_helper.to_array(tensor)

@@ -221,12 +221,25 @@ def test_bench_several_models_side_by_side(bundles, checkpoint):
     assert "speedup" in table and "torch" in table and "onnxruntime" in table
 
 
-def test_bench_every_installed_runtime(bundles):
+def test_bench_every_installed_runtime_verifies_and_ranks_them(bundles, tmp_path):
+    """--runtime all: every installed runtime that runs the bundles, each verified on the golden I/O first (an INT8
+    bundle on OpenVINO against float32), ranked fastest first per batch size."""
+    from trm_edge.quantize import QuantizeOptions, quantize_bundle
+
     _, bundle = bundles("mlp")
-    result = run("bench", str(bundle), "--runtime", "all", "--batch", "2", "--max-steps", "1", "--repeats", "1",
-                 "--warmup", "0", "--threads", "1", "--json")
-    names = [entry["runtime"]["runtime"] for entry in json.loads(result.stdout)["models"]]
-    assert names == ["onnxruntime", "openvino"]  # no engine built here: no tensorrt; torch runs checkpoints
+    int8 = quantize_bundle(bundle, tmp_path / "int8", QuantizeOptions(calib_task="sudoku", calib_n=16, eval_n=0,
+                                                                      report=False)).output
+    args = ("--runtime", "all", "--batch", "2", "--max-steps", "1", "--repeats", "1", "--warmup", "0", "--threads", "1")
+    report = json.loads(run("bench", str(bundle), str(int8), *args, "--json").stdout)
+    names = [(Path(e["model"]).name, e["runtime"]["runtime"]) for e in report["models"]]
+    # no engine built here: no tensorrt; torch runs checkpoints
+    assert names == [(bundle.name, "onnxruntime"), (bundle.name, "openvino"), ("int8", "onnxruntime"),
+                     ("int8", "openvino")]
+    assert all(e["parity"]["ok"] for e in report["models"]), [e["parity"] for e in report["models"]]
+    ranked = report["ranking"]["2"]
+    assert len(ranked) == 4 and [r["puzzles_per_s"] for r in ranked] == sorted((r["puzzles_per_s"] for r in ranked),
+                                                                               reverse=True)
+    assert "fastest at batch 2:" in run("bench", str(bundle), *args).output
 
 
 def test_bench_runtime_count_must_match_models(bundles, checkpoint):

@@ -64,10 +64,11 @@ class Margin:
     argmax: float  # cells agreeing with float32: at most this fraction fewer than the reference's
 
 
-# Measured on the default model's x86 INT8 bundle: OpenVINO's int8 step lands 0.86-1.06x onnxruntime's distance
-# from float32 (docs/validation.md); 1.5x + 2% of the feed scale leaves room for other kernels, while a runtime
-# that drops the activations' zero points lands far outside (tests/runtimes/test_verify.py).
-REFERENCE_MARGIN = Margin(factor=1.5, floor=0.02, argmax=0.05)
+# Measured on the shipped models' x86 INT8 bundles (default, maze), max error over the golden cases as a share of
+# the feed scale, against onnxruntime's: OpenVINO's int8 kernels 0.79-1.61x per output; the same graph with its
+# activation zero points dropped (what an importer that ignores asymmetric quantization runs) 4.5-10.9x. Twice the
+# reference's distance plus 2% of the feed scale separates the two (docs/validation.md).
+REFERENCE_MARGIN = Margin(factor=2.0, floor=0.02, argmax=0.05)
 
 
 def tolerance_for(precision: str) -> Tolerance:
