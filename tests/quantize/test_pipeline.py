@@ -149,10 +149,25 @@ def test_bad_input_is_refused_and_leaves_nothing(bundle, x86_int8, tmp_path):
         quantize_bundle(bundle(), out, _options(max_drop=1.0, val_n=16))
     with pytest.raises(QuantizationError, match="'fast' is not one of 'ort', 'nncf'"):
         _options(backend="fast")
+    with pytest.raises(QuantizationError, match=r"--calib-steps 9 is out of range: the model runs 1\.\.4"):
+        quantize_bundle(bundle(), out, _options(calib_steps=9))
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
     out.mkdir()
     with pytest.raises(OutputExistsError):
         quantize_bundle(bundle(), out, _options())
+
+
+def test_calib_steps_records_fewer_steps_and_says_what_it_left_unseen(bundle, tmp_path):
+    """--calib-steps 2 (a quick calibration of a large model): trajectories of 2 steps, and calibration.json's
+    coverage rows for the steps it recorded."""
+    out = tmp_path / "q2"
+    result = subprocess.run([sys.executable, "-m", "trm_edge", "quantize", str(bundle()), "--int8", "--calib-task",
+                             "sudoku", "--calib-n", "16", "--calib-steps", "2", "--eval-n", "0", "--no-report", "-o",
+                             str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads(result.stdout)["quantization"]["calibration"]
+    assert calibration["steps"] == 2 and calibration["states"] == 16 * 2
+    assert len(json.loads((out / "calibration.json").read_text())["coverage_by_step"]) == 2
 
 
 def test_accuracy_control_keeps_the_most_sensitive_groups_float(calibrated, tmp_path):

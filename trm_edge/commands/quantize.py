@@ -38,6 +38,9 @@ def quantize(
                                                               "glob (repeatable)."),
     calib_halt: bool = typer.Option(False, "--calib-halt", help="Stop each calibration trajectory at its halting "
                                                                 "step (default: all steps)."),
+    calib_steps: int = typer.Option(None, "--calib-steps", help="Supervision steps recorded per calibration puzzle "
+                                    "(default: all of the model's). Fewer is faster on large models but leaves "
+                                    "later steps' ranges unseen: calibration.json reports the coverage per step."),
     smooth: float = typer.Option(0.8, "--smooth", help="SwiGLU smoothing strength alpha in 0..1: moves the down "
                                                        "projection's input outliers into the up projection "
                                                        "(exact in float)."),
@@ -65,7 +68,7 @@ def quantize(
         precision="int8" if int8 else "fp16", backend=backend, method=method,
         calib_dir=None if calib is None else str(calib), calib_task=calib_task, calib_n=calib_n, val_n=val_n,
         eval_n=eval_n, seed=seed, max_drop=max_drop, exclude=tuple(exclude or ()), calib_halt=calib_halt,
-        report=not no_report, smooth=None if no_smooth else smooth, attention_int8=attention_int8)
+        calib_steps=calib_steps, report=not no_report, smooth=None if no_smooth else smooth, attention_int8=attention_int8)
     log_console = err_console if as_json else console
     result = quantize_bundle(bundle, output, options, force=force,
                              log=lambda line: log_console.print(line, markup=False, highlight=False))

@@ -99,6 +99,9 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
         raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
     if output.resolve() == src.path.resolve():
         raise QuantizationError("the output bundle must not replace the input bundle")
+    if options.calib_steps is not None and not 1 <= options.calib_steps <= src.config.halt_max_steps:
+        raise QuantizationError(f"--calib-steps {options.calib_steps} is out of range: the model runs "
+                                f"1..{src.config.halt_max_steps} supervision steps")
     target = get_target(src.target)
     with tempfile.TemporaryDirectory(prefix="trm-edge-quantize-") as work:
         work_dir = Path(work)
