@@ -27,9 +27,9 @@ PARITY_TESTED_IN = {
     ("onnxruntime", "int8"): "tests/quantize/test_pipeline.py (every preset family, both INT8 formats)",
     ("openvino", "fp32"): "test_parity.py (teacher-forced vs torch, every tiny config), test_openvino.py",
     ("openvino", "int8"): "tests/quantize/test_pipeline.py (verify against float32 through OpenVINO, every family)",
-    ("tensorrt", "fp32"): "test_trt.py (fake CUDA; real engines under -m gpu)",
-    ("tensorrt", "fp16"): "test_trt.py (-m gpu: engines built and verified per precision)",
-    ("tensorrt", "int8"): "test_trt.py (-m gpu: engines built and verified per precision)",
+    ("tensorrt", "fp32"): "test_trt.py (fake CUDA; a real engine verified under -m gpu)",
+    ("tensorrt", "fp16"): "test_trt.py (-m gpu: an FP16 engine verified on the golden I/O)",
+    ("tensorrt", "int8"): "benchmarks/gpu_check.py --int8-bundle (an INT8 engine verified; needs a GPU)",
     ("torch", "fp32"): "test_solver.py, test_parity.py (the reference)",
 }
 
