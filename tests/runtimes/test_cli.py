@@ -269,8 +269,8 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
 
 
 def test_compare_and_bench_halt_where_solve_and_eval_do(tmp_path):
-    """A trained model halts at its calibrated threshold (3.0 for the shipped default model): compare --halt and
-    bench --halt measure that halting, not the threshold 0 of an uncalibrated model."""
+    """A trained model halts at its calibrated threshold (3.0 for the shipped default model): the Solver's default,
+    so compare --halt and bench --halt measure that halting, not the threshold 0 of an uncalibrated model."""
     bundle = ROOT / "trm_edge" / "models" / "default" / "bundle"
     data = tmp_path / "fresh"
     run("data", "build", "--like", "default", "-o", str(data), "--train", "0", "--test", "16", "--seed", "11")
@@ -278,6 +278,9 @@ def test_compare_and_bench_halt_where_solve_and_eval_do(tmp_path):
     compared = json.loads(run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data", str(data), "--halt",
                               "--teacher-forced-limit", "0", "--json").stdout)
     assert evaluated["halting"]["threshold"] == 3.0
+    from trm_edge.runtimes import Solver, open_runtime
+
+    assert Solver(open_runtime(bundle)).threshold == 3.0  # the library's default too (runtimes' docstring example)
     assert compared["free_running"]["mean_steps"] == [evaluated["mean_steps"]] * 2
     benched = json.loads(run("bench", str(bundle), "--data", str(data), "--batch", "16", "--halt", "--repeats", "1",
                              "--warmup", "0", "--json").stdout)

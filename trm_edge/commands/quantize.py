@@ -68,7 +68,8 @@ def quantize(
         precision="int8" if int8 else "fp16", backend=backend, method=method,
         calib_dir=None if calib is None else str(calib), calib_task=calib_task, calib_n=calib_n, val_n=val_n,
         eval_n=eval_n, seed=seed, max_drop=max_drop, exclude=tuple(exclude or ()), calib_halt=calib_halt,
-        calib_steps=calib_steps, report=not no_report, smooth=None if no_smooth else smooth, attention_int8=attention_int8)
+        calib_steps=calib_steps, report=not no_report, smooth=None if no_smooth else smooth,
+        attention_int8=attention_int8)
     log_console = err_console if as_json else console
     result = quantize_bundle(bundle, output, options, force=force,
                              log=lambda line: log_console.print(line, markup=False, highlight=False))

@@ -205,8 +205,7 @@ def solve(
         inputs = np.stack([tokens for _, tokens in parsed])
         with rt, progress(disable=len(parsed) < 32) as bar:
             task = bar.add_task("solving", total=len(parsed))
-            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt,
-                         threshold=rt.source.halt_threshold if threshold is None else threshold).run(
+            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold).run(
                 inputs, on_progress=lambda k: bar.advance(task, k))
         for (label, tokens), answer in zip(parsed, answers(out, inputs, codec)):  # noqa: B905
             if as_json:
@@ -236,8 +235,7 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
     rt = _open(source, runtime, threads=threads)
     embeddings = TaskEmbeddings.of(rt)
     plans = plan_tasks(embeddings, list(tasks.values()), augmentations)
-    threshold = solver_options.pop("threshold")
-    solver = Solver(rt, **solver_options, threshold=rt.source.halt_threshold if threshold is None else threshold)
+    solver = Solver(rt, **solver_options)
     with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task("solving", total=sum(len(plan.identifiers) for plan in plans))
         attempts = solve_plans(solver, embeddings, plans, on_progress=lambda k: bar.advance(task, k))
@@ -325,8 +323,7 @@ def eval_command(
         codec = get_codec(rt.task)
     except PuzzleError:
         codec = None
-    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt,
-                    threshold=rt.source.halt_threshold if threshold is None else threshold)
+    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold)
     with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"eval {split}", total=len(examples))
         report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,
@@ -554,11 +551,11 @@ def compare(
         import matplotlib  # noqa: F401 (not in a device-only install: fail before the runs, not after them)
     with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
         task = bar.add_task("teacher-forced", total=len(forced) * steps)
-        per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch, threshold=a.source.halt_threshold,
+        per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch,
                                   on_step=lambda k: bar.advance(task, k)) if len(forced) else []
         runs = []
-        for rt in (a, b):  # each halts at its own calibrated threshold, as solve and eval do
-            solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt, threshold=rt.source.halt_threshold)
+        for rt in (a, b):  # each halts at its own calibrated threshold (the Solver's default)
+            solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt)
             runs.append(solver.run(examples.inputs, examples.puzzle_identifiers))
         answers_report = free_running(runs[0], runs[1], examples)
         report = {"a": a.describe(), "b": b.describe(), "count": len(examples), "steps": steps, "halt": halt,

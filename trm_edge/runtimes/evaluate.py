@@ -169,24 +169,27 @@ def arc_scores(data_dir: str | os.PathLike, examples: Examples, out: SolveOutput
 
 
 def teacher_forced(a: Runtime, b: Runtime, examples: Examples, *, steps: int, batch_size: int = 16,
-                   threshold: float = 0.0, on_step: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+                   threshold: float | None = None, on_step: Callable[[int], Any] | None = None
+                   ) -> list[dict[str, Any]]:
     """Per step: feed the state of A's trajectory to both runtimes, compare their outputs.
 
     Returns one record per supervision step with the logits' max/mean absolute and max relative
-    difference, argmax (predicted cell) agreement, the q_halt difference and halting agreement, and
-    the state difference. Random-weight TRM is chaotic (DESIGN.md): this is the meaningful parity
-    test; whole trajectories are compared by answers (``free_running``)."""
+    difference, argmax (predicted cell) agreement, the q_halt difference and halting agreement (at
+    ``threshold``, default A's calibrated one), and the state difference. Random-weight TRM is chaotic
+    (DESIGN.md): this is the meaningful parity test; whole trajectories are compared by answers
+    (``free_running``)."""
     return teacher_forced_run(a, b, examples, steps=steps, batch_size=batch_size, threshold=threshold,
                               on_step=on_step)[0]
 
 
 def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int, batch_size: int = 16,
-                       threshold: float = 0.0, on_step: Callable[[int], Any] | None = None
+                       threshold: float | None = None, on_step: Callable[[int], Any] | None = None
                        ) -> tuple[list[dict[str, Any]], SolveOutput]:
     """:func:`teacher_forced`, and A's trajectory as the all-steps solver run it is (the same batches from the
     initial state: what ``Solver(a, batch_size=batch_size, halt=False)`` recording every step answers), so a
     caller that needs both does not run A twice (a 900-token 7M model: 1.5 s per puzzle-step here)."""
     check_same_model(a, b)
+    threshold = a.source.halt_threshold if threshold is None else threshold
     cfg = a.config
     h0, l0 = a.initial_state()
     h0b, l0b = b.initial_state()
@@ -356,8 +359,7 @@ def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch
     if len(batch) < batch_size:
         batch = np.resize(inputs, (batch_size, inputs.shape[1]))
     ids = None if puzzle_identifiers is None else np.resize(puzzle_identifiers, batch_size)
-    solvers = [Solver(rt, batch_size=batch_size, max_steps=max_steps, halt=halt, threshold=rt.source.halt_threshold)
-               for rt in runtimes]
+    solvers = [Solver(rt, batch_size=batch_size, max_steps=max_steps, halt=halt) for rt in runtimes]
     timings: list[dict[str, list[float]]] = [{"runs": [], "step_seconds": [], "step_rows": [], "steps": []}
                                              for _ in runtimes]
     for rt in runtimes:

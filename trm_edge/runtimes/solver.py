@@ -68,10 +68,11 @@ class Solver:
     """Drive ``runtime`` over batches of puzzles.
 
     ``max_steps`` defaults to the model's ``halt_max_steps``; ``halt=False`` runs every step (the
-    official evaluation); ``threshold`` is on the logit (0 = sigmoid 0.5)."""
+    official evaluation); ``threshold`` is on the logit (0 = sigmoid 0.5) and defaults to the model's
+    calibrated one (the bundle's ``loop.halt_threshold`` / the checkpoint's), which is 0 when it has none."""
 
     def __init__(self, runtime: Runtime, *, batch_size: int = 16, max_steps: int | None = None,
-                 halt: bool = True, threshold: float = 0.0, refill: bool = True) -> None:
+                 halt: bool = True, threshold: float | None = None, refill: bool = True) -> None:
         if batch_size < 1:
             raise TrmEdgeError(f"batch size {batch_size} must be at least 1")
         if max_steps is not None and max_steps < 1:
@@ -80,7 +81,7 @@ class Solver:
         self.batch_size = batch_size
         self.max_steps = max_steps or runtime.config.halt_max_steps
         self.halt = halt
-        self.threshold = float(threshold)
+        self.threshold = float(runtime.source.halt_threshold if threshold is None else threshold)
         self.refill = refill
 
     @property
