@@ -17,12 +17,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def runtime_label(runtime: dict) -> str:
-    """``onnxruntime``, ``openvino``, ``openvino bf16`` (an inference-precision hint other than float32)."""
-    hint = runtime.get("inference_precision")
-    return runtime["runtime"] + (f" {hint}" if hint and hint != "f32" else "")
+from trm_edge.commands.runtime import runtime_label
 
 
 def print_table(report: dict) -> None:

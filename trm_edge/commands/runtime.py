@@ -485,11 +485,15 @@ def _ranking(entries: list[dict[str, Any]], batches: list[int]) -> dict[int, lis
     return ranking
 
 
-def _label(entry: dict[str, Any]) -> str:
-    runtime = entry["runtime"]
+def runtime_label(runtime: dict[str, Any]) -> str:
+    """A runtime's ``describe()`` as a name: ``onnxruntime``, ``openvino``, ``openvino:bf16`` (an inference-precision
+    hint other than float32). benchmarks/runtime_table.py labels its rows with it too."""
     hint = runtime.get("inference_precision")
-    name = runtime["runtime"] + (f":{hint}" if hint and hint != "f32" else "")
-    return f"{Path(entry['model']).name or entry['model']} ({name})"
+    return runtime["runtime"] + (f":{hint}" if hint and hint != "f32" else "")
+
+
+def _label(entry: dict[str, Any]) -> str:
+    return f"{Path(entry['model']).name or entry['model']} ({runtime_label(entry['runtime'])})"
 
 
 def _plot_bench(entries: list[dict[str, Any]], path: Path) -> None:
