@@ -117,6 +117,33 @@ def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):
     trm_edge.load_model(tmp_path / "ddp" / "model")
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_destroying_the_process_group_stops_gloos_threads_after_an_optimizer_exists():
+    """A fresh process (torch._dynamo not yet imported), as under torchrun: gloo's threads left running after
+    destroy_process_group aborted a worker at interpreter exit once in a while."""
+    script = """
+import os, socket, torch, torch.distributed as dist
+from trm_edge.trm.train import init_distributed
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+init_distributed()
+torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)  # the first optimizer imports torch._dynamo
+def gloo_threads():
+    names = [open(f"/proc/self/task/{t}/comm").read() for t in os.listdir("/proc/self/task")]
+    return sum("gloo" in n for n in names)
+running = gloo_threads()
+dist.destroy_process_group()
+print(running, gloo_threads())
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    running, left = map(int, proc.stdout.split())
+    assert running > 0 and left == 0
+
+
 def test_a_dataset_of_another_task_is_refused_before_training(tmp_path):
     from trm_edge.errors import TrainingError
     from trm_edge.puzzles.build import build_dataset

@@ -80,6 +80,11 @@ def init_distributed() -> Dist:
     info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), joined=True)
     if not dist.is_initialized():
+        # torch._dynamo (imported by the first torch.optim optimizer) keeps references to a process group that
+        # exists when it is imported: destroy_process_group then leaves gloo's threads running until interpreter
+        # teardown, where they aborted a worker once in a while ("terminate called without an active
+        # exception"). Imported before the group exists, it holds none and teardown frees the group.
+        import torch._dynamo
         if torch.cuda.is_available():
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
