@@ -28,7 +28,7 @@ def x86_int8(bundle, tmp_path_factory):
     from trm_edge.quantize.pipeline import quantize_bundle
 
     out = tmp_path_factory.mktemp("q") / "x86-int8"
-    return quantize_bundle(bundle(), out, _options(eval_n=8, report=True, bench_steps=1))
+    return quantize_bundle(bundle(), out, _options(eval_n=8, report=True, batch_size=4))
 
 
 def test_x86_bundle_is_u8_activations_s8_per_channel_weights(x86_int8):
@@ -91,9 +91,36 @@ def test_parity_report_is_in_the_bundle(x86_int8):
     assert {"exact", "cell"} <= set(parity["accuracy"]) and "answer_agreement" in parity["answers"]
     assert {"mean_steps", "steps_agreement", "exact"} <= set(parity["halting"])
     assert all(0 <= r["argmax_agreement"] <= 1 for r in parity["per_step"])
-    speed = report["throughput"]
+    speed = report["throughput"]  # timed on the teacher-forced pass: 2 full batches of 4, 4 steps each
+    assert speed["measured"] == "teacher-forced pass" and speed["batch"] == 4 and speed["timed_steps"] == 8
     assert speed["float"]["puzzles_per_s"] > 0 and speed["quantized"]["puzzles_per_s"] > 0
     assert report["sizes"]["step_bytes"] < report["sizes"]["float_step_bytes"]
+
+
+def test_default_puzzle_counts_scale_with_the_puzzles_tokens():
+    """64 calibration and 128 report puzzles of 81 tokens; a 900-token model (ARC, Maze-Hard) gets 16 of each
+    (an hour of this CPU otherwise); an explicit count wins, --no-report evaluates nothing."""
+    from types import SimpleNamespace
+
+    from trm_edge.quantize.pipeline import default_puzzles
+
+    assert [default_puzzles(64, n) for n in (81, 225, 900)] == [64, 23, 16]
+    assert [default_puzzles(128, n) for n in (81, 225, 900)] == [128, 46, 16]
+    arc = SimpleNamespace(seq_len=900)
+    options = _options(calib_n=None, eval_n=None, report=True)
+    assert (options.calibration_puzzles(arc), options.evaluation_puzzles(arc)) == (16, 16)
+    assert _options(calib_n=40, eval_n=None, report=False).calibration_puzzles(arc) == 40
+    assert _options(eval_n=None, report=False).evaluation_puzzles(arc) == 0
+
+
+def test_a_report_without_held_out_puzzles_benches_the_throughput(bundle, tmp_path):
+    from trm_edge.quantize.pipeline import quantize_bundle
+
+    result = quantize_bundle(bundle(), tmp_path / "q", _options(eval_n=0, report=True, bench_steps=1))
+    report = json.loads((result.output / "parity.json").read_text())
+    assert "parity" not in report
+    speed = report["throughput"]
+    assert speed["measured"] == "bench" and speed["batch"] == 16 and speed["quantized"]["step_ms"] > 0
 
 
 def test_jetson_bundle_has_only_int8_zero_points(bundle, tmp_path):

@@ -56,8 +56,11 @@ def test_the_teacher_forced_reference_is_its_all_steps_solver_run(bundles, name)
     cfg = model.config
     tokens, ids = random_tokens(cfg, 11, seed=3), random_ids(cfg, 11, seed=4)
     with open_runtime(bundle) as a, open_runtime(bundle) as b:
-        _, forced = teacher_forced_run(a, b, Examples(tokens, None, ids), steps=cfg.halt_max_steps, batch_size=4)
+        run = teacher_forced_run(a, b, Examples(tokens, None, ids), steps=cfg.halt_max_steps, batch_size=4)
         solved = Solver(a, batch_size=4, halt=False).run(tokens, ids, record_steps=True)
+    forced = run.a_run
+    assert forced.step_rows == [rows for rows in (4, 4, 3) for _ in range(cfg.halt_max_steps)]
+    assert len(forced.step_seconds) == len(run.b_step_seconds) == len(forced.step_rows)
     for field in ("preds", "steps", "q_halt_logits", "halted", "step_preds", "step_q"):
         np.testing.assert_array_equal(getattr(forced, field), getattr(solved, field), err_msg=field)
 

@@ -24,10 +24,12 @@ def quantize(
                                                      "calibrates and validates, test split is held out)."),
     calib_task: str = typer.Option(None, "--calib-task", help="Draw calibration puzzles with this task's generator "
                                                               "(sudoku, maze)."),
-    calib_n: int = typer.Option(64, "--calib-n", help="Calibration puzzles; every supervision step of each is used."),
+    calib_n: int = typer.Option(None, "--calib-n", help="Calibration puzzles; every supervision step of each is "
+                                "used (default 64 for 81-token puzzles, fewer for longer ones: 16 for 900)."),
     val_n: int = typer.Option(None, "--val-n", help="Validation puzzles for --max-drop (default 200 with it)."),
-    eval_n: int = typer.Option(128, "--eval-n", help="Held-out puzzles for the parity report (0: sizes and "
-                                                     "throughput only)."),
+    eval_n: int = typer.Option(None, "--eval-n", help="Held-out puzzles for the parity report (0: sizes and "
+                               "throughput only; default 128 for 81-token puzzles, fewer for longer ones: 16 for "
+                               "900)."),
     backend: str = typer.Option("ort", "--backend", help="ort (onnxruntime.quantization) or nncf."),
     method: str = typer.Option(None, "--method", help="Activation ranges: minmax, entropy or percentile "
                                "(default: percentile for symmetric-activation formats such as TensorRT's, else "

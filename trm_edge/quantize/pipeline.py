@@ -37,16 +37,16 @@ class QuantizeOptions:
     method: Method | None = None  # activation ranges (None: the format's default, Int8Spec.default_method)
     calib_dir: str | None = None  # a dataset directory (train split: calibration + validation; test: held out)
     calib_task: str | None = None  # or draw puzzles of this task with its generator
-    calib_n: int = 64  # calibration puzzles (x halt_max_steps states each)
+    calib_n: int | None = None  # calibration puzzles (x halt_max_steps states each); default: default_puzzles
     val_n: int | None = None  # validation puzzles for --max-drop (default 200 with it, else 0)
-    eval_n: int = 128  # held-out puzzles for the parity report (0: sizes and throughput only)
+    eval_n: int | None = None  # held-out puzzles for the parity report (0: sizes and throughput only)
     seed: int = 0
     max_drop: float | None = None  # exact-accuracy points
     exclude: tuple[str, ...] = ()
     calib_halt: bool = False  # stop a puzzle's trajectory at its halting step (default: every step)
     calib_steps: int | None = None  # supervision steps recorded (default halt_max_steps)
     batch_size: int = 16
-    bench_steps: int = 2  # timed steps per throughput run (puzzles/s is reported for all steps)
+    bench_steps: int = 2  # timed steps per throughput bench (when the report has no full batch to time)
     report: bool = True
     smooth: float | None = 0.8  # SwiGLU smoothing strength alpha (None: off); exact, see graph.smooth_swiglu
     attention_int8: bool = False  # also quantize attention's q @ k^T and weighted sum (onnxruntime backend)
@@ -61,12 +61,32 @@ class QuantizeOptions:
         if self.max_drop is not None and self.max_drop < 0:
             raise QuantizationError(f"--max-drop {self.max_drop} must be >= 0 (exact-accuracy points)")
         for name in ("calib_n", "eval_n", "batch_size", "bench_steps"):
-            if getattr(self, name) < (0 if name == "eval_n" else 1):
-                raise QuantizationError(f"{name.replace('_', '-')} {getattr(self, name)} is out of range")
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "eval_n" else 1):
+                raise QuantizationError(f"{name.replace('_', '-')} {value} is out of range")
 
     @property
     def validation_puzzles(self) -> int:
         return self.val_n if self.val_n is not None else (200 if self.max_drop is not None else 0)
+
+    def calibration_puzzles(self, config) -> int:
+        return self.calib_n if self.calib_n is not None else default_puzzles(CALIB_PUZZLES, config.seq_len)
+
+    def evaluation_puzzles(self, config) -> int:
+        if not self.report:
+            return 0
+        return self.eval_n if self.eval_n is not None else default_puzzles(EVAL_PUZZLES, config.seq_len)
+
+
+CALIB_PUZZLES, EVAL_PUZZLES = 64, 128  # the defaults, for Sudoku's 81 tokens
+MIN_DEFAULT_PUZZLES = 16
+
+
+def default_puzzles(base: int, seq_len: int) -> int:
+    """``base`` 81-token puzzles' worth of tokens, at least 16 puzzles: a 900-token graph (ARC, Maze-Hard) gets 16,
+    which still give calibration more token activations per step than 64 Sudokus (14,400 vs 5,184) at a quarter
+    of their cost per token; 64 puzzles of it would take an hour of this 2-core CPU (docs/quantization.md)."""
+    return max(MIN_DEFAULT_PUZZLES, min(base, round(base * 81 / seq_len)))
 
 
 @dataclass
@@ -146,9 +166,9 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
     tensors = quantized_inputs(prepared, spec.quantize_ops, attention=options.attention_int8)
     _preflight(prepared, spec, options.backend, tensors, excluded, options.attention_int8)
-    data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
-                            val_n=options.validation_puzzles, eval_n=options.eval_n if options.report else 0,
-                            seed=options.seed)
+    data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task,
+                            n=options.calibration_puzzles(src.config), val_n=options.validation_puzzles,
+                            eval_n=options.evaluation_puzzles(src.config), seed=options.seed)
     if options.max_drop is not None:
         resolution = 100.0 / len(data.validation)
         if resolution > max(options.max_drop, 1e-9):
@@ -267,11 +287,12 @@ def _fp16(src, target, options: QuantizeOptions, log) -> tuple[onnx.ModelProto, 
     log("converting to float16 (float32 I/O and RMSNorm)")
     model, fp16_info = to_fp16(prepared)
     data = None
-    if options.report and options.eval_n and (options.calib_dir or options.calib_task):
+    eval_n = options.evaluation_puzzles(src.config)
+    if eval_n and (options.calib_dir or options.calib_task):
         from trm_edge.quantize.calibration import load_calibration
 
-        data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task, n=options.calib_n,
-                                eval_n=options.eval_n, seed=options.seed)
+        data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task,
+                                n=options.calibration_puzzles(src.config), eval_n=eval_n, seed=options.seed)
     info = {"precision": "fp16", "format": {"label": "fp16", **fp16_info}, "backend": fp16_info,
             "graph_passes": passes, "calibration": None, "excluded_nodes": [], "float_groups": []}
     return model, info, {"calibration": None, "data": data}
@@ -416,12 +437,15 @@ def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) ->
     data = extra.get("data")
     with open_runtime(src) as float_rt, open_runtime(out) as quant_rt:
         evaluation = None if data is None else data.evaluation
+        speed = None
         if evaluation is not None and evaluation.labels is not None and len(evaluation):
-            report["parity"] = parity(float_rt, quant_rt, evaluation, batch_size=options.batch_size,
-                                      threshold=src.halt_threshold, log=log)
-        inputs = evaluation.inputs if evaluation is not None else random_inputs(src.config, options.batch_size)
-        report["throughput"] = throughput(float_rt, quant_rt, inputs, batch_size=options.batch_size,
-                                          steps=options.bench_steps, log=log)
+            report["parity"], speed = parity(float_rt, quant_rt, evaluation, batch_size=options.batch_size,
+                                             threshold=src.halt_threshold, log=log)
+        if speed is None:
+            inputs = evaluation.inputs if evaluation is not None else random_inputs(src.config, options.batch_size)
+            speed = throughput(float_rt, quant_rt, inputs, batch_size=options.batch_size,
+                               steps=options.bench_steps, log=log)
+        report["throughput"] = speed
     return report
 
 

@@ -4,7 +4,9 @@ Sections: ``accuracy`` (exact/cell accuracy of both on held-out puzzles, all ste
 ``answers`` (answer agreement, puzzles solved by one side only), ``halting`` (with the runtime's early exit:
 mean steps of both, halting-step agreement, exact accuracy), ``per_step`` (teacher-forced: both graphs fed
 the float trajectory's state at each step; logits error and argmax agreement), ``sizes`` and ``throughput``
-(``trm-edge bench``'s measurement, both bundles interleaved in one process).
+(both graphs' step latency side by side in one process: read off the teacher-forced pass, whose steps
+alternate between the two on the same feeds, or ``trm-edge bench``'s measurement when there was no report
+pass over a full batch).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ REPORT_PNG = "parity.png"
 
 
 def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int | None = None,
-           threshold: float = 0.0, log=lambda s: None) -> dict[str, Any]:
-    """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``."""
+           threshold: float = 0.0, log=lambda s: None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``; and the
+    throughput section measured by its teacher-forced pass (None without a full batch of ``batch_size``)."""
     from trm_edge.runtimes.evaluate import evaluate, free_running, score, teacher_forced_run
     from trm_edge.runtimes.solver import Solver
 
@@ -28,8 +31,9 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
     report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps, "halt_threshold": threshold}
     log(f"teacher-forced per-step divergence on {len(examples)} held-out puzzles (the float graph's trajectory is "
         "also its all-steps run)")
-    per_step, float_out = teacher_forced_run(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size,
-                                             threshold=threshold)
+    forced = teacher_forced_run(float_rt, quant_rt, examples, steps=steps, batch_size=batch_size,
+                                threshold=threshold)
+    per_step, float_out = forced.per_step, forced.a_run
     runs = {("float", False): (score(float_rt, examples, float_out, threshold=threshold, max_steps=steps, halt=False),
                                float_out)}
     log(f"evaluating the quantized graph on {len(examples)} held-out puzzles (all steps; halting read from them)")
@@ -54,24 +58,41 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
         "answer_agreement": float(np.all(ohf.preds == ohq.preds, axis=-1).mean()) if len(examples) else 0.0,
     }
     report["per_step"] = per_step
-    return report
+    full_batches = [i for i, rows in enumerate(forced.a_run.step_rows) if rows == batch_size]
+    if not full_batches:
+        return report, None
+    seconds = {"float": forced.a_run.step_seconds, "quantized": forced.b_step_seconds}
+    step_ms = {name: 1e3 * float(np.median([t[i] for i in full_batches])) for name, t in seconds.items()}
+    return report, _throughput(float_rt.config, step_ms, batch_size=batch_size, timed_steps=len(full_batches),
+                               measured="teacher-forced pass")
 
 
 def throughput(float_rt, quant_rt, inputs: np.ndarray, *, batch_size: int = 16, steps: int = 2, rounds: int = 2,
                log=lambda s: None) -> dict[str, Any]:
     """``trm-edge bench FLOAT QUANTIZED``'s measurement (runtimes.evaluate.bench_side_by_side, no halting, runs
-    interleaved ``rounds`` times). ``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the
-    median step latency at ``batch_size``."""
+    interleaved ``rounds`` times), for a report without a teacher-forced pass over a full batch."""
     from trm_edge.runtimes.evaluate import bench_side_by_side
 
-    full = float_rt.config.halt_max_steps
     log(f"bench float and quantized side by side: batch {batch_size}, {steps} steps, {rounds} rounds")
     rows = bench_side_by_side([float_rt, quant_rt], inputs, batch_size=batch_size, max_steps=steps, halt=False,
                               repeats=rounds, warmup=1)
-    out: dict[str, Any] = {"batch": batch_size, "timed_steps": steps, "rounds": rounds, "full_steps": full}
-    for name, r in zip(("float", "quantized"), rows, strict=True):
-        out[name] = {"step_ms": r["step_ms_p50"], "puzzles_per_s": batch_size / (r["step_ms_p50"] / 1e3 * full),
-                     "gop_per_s": r["gflops"]}
+    step_ms = {name: r["step_ms_p50"] for name, r in zip(("float", "quantized"), rows, strict=True)}
+    return _throughput(float_rt.config, step_ms, batch_size=batch_size, timed_steps=steps * rounds,
+                       measured="bench")
+
+
+def _throughput(config, step_ms: dict[str, float], *, batch_size: int, timed_steps: int,
+                measured: str) -> dict[str, Any]:
+    """``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the median step latency at
+    ``batch_size``."""
+    from trm_edge.trm.config import flops_per_step
+
+    full = config.halt_max_steps
+    out: dict[str, Any] = {"batch": batch_size, "timed_steps": timed_steps, "full_steps": full,
+                           "measured": measured}
+    for name, ms in step_ms.items():
+        out[name] = {"step_ms": ms, "puzzles_per_s": batch_size / (ms / 1e3 * full),
+                     "gop_per_s": flops_per_step(config) * batch_size / (ms / 1e3) / 1e9}
     out["speedup"] = out["quantized"]["puzzles_per_s"] / out["float"]["puzzles_per_s"]
     return out
 

@@ -179,15 +179,24 @@ def teacher_forced(a: Runtime, b: Runtime, examples: Examples, *, steps: int, ba
     (DESIGN.md): this is the meaningful parity test; whole trajectories are compared by answers
     (``free_running``)."""
     return teacher_forced_run(a, b, examples, steps=steps, batch_size=batch_size, threshold=threshold,
-                              on_step=on_step)[0]
+                              on_step=on_step).per_step
+
+
+@dataclass
+class TeacherForcedRun:
+    per_step: list[dict[str, Any]]  # :func:`teacher_forced`'s records
+    a_run: SolveOutput  # A's trajectory as its all-steps solver run, with A's step timings
+    b_step_seconds: list[float]  # B's step timings, aligned with ``a_run.step_rows``
 
 
 def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int, batch_size: int = 16,
                        threshold: float | None = None, on_step: Callable[[int], Any] | None = None
-                       ) -> tuple[list[dict[str, Any]], SolveOutput]:
+                       ) -> TeacherForcedRun:
     """:func:`teacher_forced`, and A's trajectory as the all-steps solver run it is (the same batches from the
     initial state: what ``Solver(a, batch_size=batch_size, halt=False)`` recording every step answers), so a
-    caller that needs both does not run A twice (a 900-token 7M model: 1.5 s per puzzle-step here)."""
+    caller that needs both does not run A twice (a 900-token 7M model: 1.5 s per puzzle-step here). Both
+    runtimes' steps are timed, one after the other on the same feeds: a side-by-side latency measurement
+    that costs nothing extra."""
     check_same_model(a, b)
     threshold = a.source.halt_threshold if threshold is None else threshold
     cfg = a.config
@@ -201,7 +210,9 @@ def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int
     n = len(examples)
     step_preds = np.zeros((steps, n, cfg.seq_len), np.int32)
     step_q = np.zeros((steps, n), np.float32)
-    seconds = 0.0
+    a_seconds: list[float] = []
+    b_seconds: list[float] = []
+    step_rows: list[int] = []
     for start in range(0, n, batch_size):
         inputs = examples.inputs[start:start + batch_size]
         rows = len(inputs)
@@ -215,8 +226,11 @@ def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int
         for k in range(steps):
             started = time.perf_counter()
             out_a = a.step(feeds)
-            seconds += time.perf_counter() - started
+            middle = time.perf_counter()
             out_b = b.step(feeds)
+            a_seconds.append(middle - started)
+            b_seconds.append(time.perf_counter() - middle)
+            step_rows.append(rows)
             r = acc[k]
             la, lb = out_a["logits"], out_b["logits"]
             step_preds[k, start:start + rows] = la.argmax(-1)
@@ -248,8 +262,9 @@ def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int
             "initial_state_max_abs": init_diff, "puzzle_embedding_max_abs": emb_diff,
         })
     run_a = SolveOutput(step_preds[-1].copy(), np.full(n, steps, np.int32), step_q[-1].copy(), np.zeros(n, bool),
-                        seconds=seconds, step_preds=step_preds, step_q=step_q)
-    return records, run_a
+                        step_seconds=a_seconds, step_rows=step_rows, seconds=float(np.sum(a_seconds)),
+                        step_preds=step_preds, step_q=step_q)
+    return TeacherForcedRun(records, run_a, b_seconds)
 
 
 def free_running(out_a: SolveOutput, out_b: SolveOutput, examples: Examples) -> dict[str, Any]:
