@@ -98,17 +98,20 @@ def test_parity_report_is_in_the_bundle(x86_int8):
 
 
 def test_default_puzzle_counts_scale_with_the_puzzles_tokens():
-    """64 calibration and 128 report puzzles of 81 tokens; a 900-token model (ARC, Maze-Hard) gets 16 of each
-    (an hour of this CPU otherwise); an explicit count wins, --no-report evaluates nothing."""
+    """64 calibration and 128 report puzzles of 81 tokens, 16 at a time; a 900-token model (ARC, Maze-Hard) gets
+    16 of each (an hour of this CPU otherwise), 4 at a time; an explicit count wins, --no-report evaluates
+    nothing."""
     from types import SimpleNamespace
 
-    from trm_edge.quantize.pipeline import default_puzzles
+    from trm_edge.quantize.pipeline import default_batch, default_puzzles
 
     assert [default_puzzles(64, n) for n in (81, 225, 900)] == [64, 23, 16]
     assert [default_puzzles(128, n) for n in (81, 225, 900)] == [128, 46, 16]
+    assert [default_batch(n) for n in (81, 225, 900, 5000)] == [16, 16, 4, 1]
     arc = SimpleNamespace(seq_len=900)
     options = _options(calib_n=None, eval_n=None, report=True)
-    assert (options.calibration_puzzles(arc), options.evaluation_puzzles(arc)) == (16, 16)
+    assert (options.calibration_puzzles(arc), options.evaluation_puzzles(arc), options.batch(arc)) == (16, 16, 4)
+    assert _options(batch_size=8).batch(arc) == 8
     assert _options(calib_n=40, eval_n=None, report=False).calibration_puzzles(arc) == 40
     assert _options(eval_n=None, report=False).evaluation_puzzles(arc) == 0
 
