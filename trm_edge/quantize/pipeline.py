@@ -87,8 +87,8 @@ MIN_DEFAULT_PUZZLES = 16
 
 def default_puzzles(base: int, seq_len: int) -> int:
     """``base`` 81-token puzzles' worth of tokens, at least 16 puzzles: a 900-token graph (ARC, Maze-Hard) gets 16,
-    which still give calibration more token activations per step than 64 Sudokus (14,400 vs 5,184) at a quarter
-    of their cost per token; 64 puzzles of it would take an hour of this 2-core CPU (docs/quantization.md)."""
+    which still give calibration more token activations per step than 64 Sudokus (14,400 vs 5,184); 64 and 128
+    of them would take over an hour of this 2-core CPU (docs/quantization.md)."""
     return max(MIN_DEFAULT_PUZZLES, min(base, round(base * 81 / seq_len)))
 
 
