@@ -450,8 +450,7 @@ def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) ->
         evaluation = None if data is None else data.evaluation
         speed = None
         if evaluation is not None and evaluation.labels is not None and len(evaluation):
-            report["parity"], speed = parity(float_rt, quant_rt, evaluation, batch_size=batch,
-                                             threshold=src.halt_threshold, log=log)
+            report["parity"], speed = parity(float_rt, quant_rt, evaluation, batch_size=batch, log=log)
         if speed is None:
             inputs = evaluation.inputs if evaluation is not None else random_inputs(src.config, batch)
             speed = throughput(float_rt, quant_rt, inputs, batch_size=batch,

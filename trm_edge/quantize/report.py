@@ -21,12 +21,14 @@ REPORT_PNG = "parity.png"
 
 
 def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int | None = None,
-           threshold: float = 0.0, log=lambda s: None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Accuracy, answers, halting and per-step divergence on labelled held-out ``examples``; and the
-    throughput section measured by its teacher-forced pass (None without a full batch of ``batch_size``)."""
+           threshold: float | None = None, log=lambda s: None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Accuracy, answers, halting (at ``threshold``, default the float model's calibrated one) and per-step
+    divergence on labelled held-out ``examples``; and the throughput section measured by its teacher-forced pass
+    (None without a full batch of ``batch_size``)."""
     from trm_edge.runtimes.evaluate import evaluate, free_running, score, teacher_forced_run
     from trm_edge.runtimes.solver import Solver
 
+    threshold = float_rt.source.halt_threshold if threshold is None else threshold
     steps = max_steps or float_rt.config.halt_max_steps
     report: dict[str, Any] = {"puzzles": len(examples), "max_steps": steps, "halt_threshold": threshold}
     log(f"teacher-forced per-step divergence on {len(examples)} held-out puzzles (the float graph's trajectory is "
