@@ -36,8 +36,8 @@ def official_checkpoint(preset: str, data: Path | None, out: Path) -> Path:
     dataset's identifiers)."""
     from tests.conftest import random_trm
     from tests.trm.official_fixture import write_official_checkpoint
+    from trm_edge.config import get_preset
     from trm_edge.puzzles.dataset import read_identifiers
-    from trm_edge.trm.config import get_preset
 
     spec = get_preset(preset)
     config = spec.model
@@ -47,7 +47,7 @@ def official_checkpoint(preset: str, data: Path | None, out: Path) -> Path:
 
 
 def family(preset: str, work: Path, *, calib_steps: int | None, log) -> list[dict]:
-    from trm_edge.trm.config import get_preset
+    from trm_edge.config import get_preset
 
     task = get_preset(preset).task
     work.mkdir(parents=True)

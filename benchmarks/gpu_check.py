@@ -152,9 +152,9 @@ def halting_model(config, seed: int = 0):
 def solver_parity(device: str):
     import torch
 
+    from trm_edge.config import TRMConfig
     from trm_edge.runtimes.solver import Solver
     from trm_edge.runtimes.torch_ref import TorchRuntime
-    from trm_edge.trm.config import TRMConfig
 
     if device == "cuda" and not torch.cuda.is_available():
         raise Unavailable("torch sees no CUDA device")
@@ -185,7 +185,7 @@ def toy_split(n: int, seq_len: int, seed: int):
 def train_path(steps: int, *, nccl: bool, device: str):
     import torch
 
-    from trm_edge.trm.config import TrainConfig, TRMConfig
+    from trm_edge.config import TrainConfig, TRMConfig
     from trm_edge.trm.train import Dist, Trainer, init_distributed
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -225,9 +225,9 @@ def train_path(steps: int, *, nccl: bool, device: str):
 
 def tensorrt_builds(bundle: Path, precision: str):
     from trm_edge.runtimes import open_runtime, open_source
-    from trm_edge.runtimes.evaluate import verify_golden
     from trm_edge.runtimes.trt import import_tensorrt
     from trm_edge.runtimes.trt_build import build_engine, plan_build
+    from trm_edge.runtimes.verify import verify_golden
 
     trt = import_tensorrt()
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trm_edge.puzzles.examples import read_examples
 from trm_edge.runtimes import Solver, open_runtime
-from trm_edge.runtimes.base import HostRecurrence
-from trm_edge.runtimes.evaluate import read_examples
+from trm_edge.runtimes.recurrence import HostRecurrence
 
 
 def bare_step(runtime, batch: int, repeats: int) -> float:

@@ -111,9 +111,9 @@ def synthetic_arc_tasks(directory: Path, count: int, seed: int) -> None:
 def random_checkpoint(preset: str, data: Path | None, out: Path) -> None:
     """A random checkpoint of ``preset`` whose puzzle table matches ``data``'s identifiers (ARC)."""
     from tests.conftest import random_trm
+    from trm_edge.config import get_preset
     from trm_edge.puzzles.dataset import read_identifiers
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import get_preset
 
     spec = get_preset(preset)
     names = read_identifiers(data) if data is not None and spec.task == "arc" else None

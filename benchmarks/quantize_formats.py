@@ -118,8 +118,8 @@ def main() -> None:
     import torch
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    from trm_edge.config import PRESETS, flops_per_step
     from trm_edge.quantize.graph import prepare, split_sliced_matmuls
-    from trm_edge.trm.config import PRESETS, flops_per_step
     from trm_edge.trm.model import build_model
 
     torch.set_num_threads(args.threads)
@@ -190,10 +190,10 @@ def main() -> None:
         def build() -> Path:
             out = work / f"{tag}_{name}.onnx"
             if not out.exists():
+                from trm_edge.puzzles.examples import Examples
                 from trm_edge.quantize.backends import quantize_int8
                 from trm_edge.quantize.calibration import StateReader, Trajectories, quantized_inputs, record
-                from trm_edge.quantize.formats import Backend, Int8Spec, Method
-                from trm_edge.runtimes.evaluate import Examples
+                from trm_edge.quantize.formats import Backend, Method, int8_format
                 from trm_edge.targets import get_target
 
                 class Source:  # what record() needs of a bundle
@@ -203,7 +203,7 @@ def main() -> None:
                     def initial_states(self, n):
                         return tuple(t.numpy() for t in model.initial_state(n))
 
-                spec = Int8Spec.from_target(get_target(target))
+                spec = int8_format(get_target(target))
                 prepared = onnx.load(str(src()))
                 tensors = quantized_inputs(prepared, spec.quantize_ops)
                 traj, ranges = record(prepared, Source(), Examples(calib_inputs), tensors=tensors, max_steps=4,

@@ -31,7 +31,8 @@ import sys
 
 import numpy as np
 
-from trm_edge.runtimes.evaluate import accuracy, read_examples
+from trm_edge.puzzles.examples import read_examples
+from trm_edge.runtimes.accuracy import accuracy
 
 out, fresh, *bundles = sys.argv[1:]
 examples = read_examples(fresh, "test")

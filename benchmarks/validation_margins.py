@@ -36,13 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import TINY_CONFIGS, random_trm  # noqa: E402
 from tests.export.defects import DEFECTS  # noqa: E402
-from trm_edge.export.bundle import STEP_OUTPUTS  # noqa: E402
+from trm_edge.bundle.contract import STEP_OUTPUTS  # noqa: E402
+from trm_edge.bundle.tolerances import error_ratio, tolerance_for  # noqa: E402
+from trm_edge.config import PRESETS  # noqa: E402
 from trm_edge.export.graphs import export_step_onnx  # noqa: E402
 from trm_edge.export.samples import puzzle_tokens  # noqa: E402
-from trm_edge.export.tolerances import error_ratio, tolerance_for  # noqa: E402
 from trm_edge.export.validate import feed_scales, validate_step_graph  # noqa: E402
 from trm_edge.trm.checkpoint import load_model, read_checkpoint_info  # noqa: E402
-from trm_edge.trm.config import PRESETS  # noqa: E402
 
 PUZZLES = 2
 ROUNDING = ("float64", "onnxruntime")  # the columns a correct export produces

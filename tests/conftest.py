@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trm_edge.trm.config import TRMConfig
+from trm_edge.config import TRMConfig
 
 # One tiny config per architecture variant; a guard test checks each is exercised by export tests.
 TINY_CONFIGS: dict[str, TRMConfig] = {

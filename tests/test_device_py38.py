@@ -166,12 +166,13 @@ def command(names: list[str] = typer.Option(None), n: int | None = typer.Option(
 
 
 def test_the_device_side_list_covers_what_the_device_commands_import():
-    """solve and verify, run in one process with the host packages blocked, import only listed modules (so
-    `make device-py38` checks them all)."""
+    """solve (on a bundle, and on the shipped default model) and verify, run in one process with the host packages
+    blocked, import only listed modules (so `make device-py38` checks them all)."""
     code = f"""
 import sys
 from trm_edge.cli import main
-for argv in (["solve", {PUZZLE!r}, "--model", {str(BUNDLE)!r}, "--json"], ["verify", {str(BUNDLE)!r}]):
+for argv in (["solve", {PUZZLE!r}, "--model", {str(BUNDLE)!r}, "--json"], ["solve", {PUZZLE!r}, "--json"],
+             ["verify", {str(BUNDLE)!r}]):
     sys.argv = ["trm-edge", *argv]
     try:
         main()

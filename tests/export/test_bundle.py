@@ -14,10 +14,12 @@ import torch
 
 from tests.conftest import TINY_CONFIGS
 from tests.export.conftest import make_model
+from trm_edge.bundle.contract import STEP_OUTPUTS
+from trm_edge.bundle.manifest import FORMAT
+from trm_edge.bundle.store import load_bundle
+from trm_edge.bundle.tolerances import error_ratio, tolerance_for
 from trm_edge.errors import BundleError, ExportError, OutputExistsError, ValidationError
-from trm_edge.export.bundle import DELETE, FORMAT, STEP_OUTPUTS, load_bundle
 from trm_edge.export.exporter import export_bundle
-from trm_edge.export.tolerances import error_ratio, tolerance_for
 from trm_edge.export.validate import feed_scales
 
 
@@ -55,7 +57,7 @@ def drive_from_manifest(bundle: Path, tokens: np.ndarray, puzzle_rows: list[int]
 def test_every_variant_reproduces_torch_at_every_step_from_the_manifest(name, bundle_dir):
     path = bundle_dir(name)
     model, cfg = make_model(name), TINY_CONFIGS[name]
-    manifest = load_bundle(path).manifest
+    manifest = load_bundle(path).manifest.to_dict()
     assert manifest["validation"]["passed"]
     step_report = manifest["validation"]["reports"][0]
     assert all(len(v) == cfg.halt_max_steps for v in step_report["per_step_ratio"].values())
@@ -79,7 +81,7 @@ def test_every_variant_reproduces_torch_at_every_step_from_the_manifest(name, bu
 
 def test_manifest_contract(bundle_dir):
     bundle = load_bundle(bundle_dir("many-puzzles"))
-    m = bundle.manifest
+    m = bundle.manifest.to_dict()
     cfg = TINY_CONFIGS["many-puzzles"]
     assert m["format"] == FORMAT and m["task"] == "arc" and m["target"] == "cpu" and m["precision"] == "fp32"
     assert m["model"] == cfg.to_dict() and bundle.config == cfg
@@ -97,7 +99,7 @@ def test_manifest_contract(bundle_dir):
     np.testing.assert_array_equal(table, make_model("many-puzzles").puzzle_emb.weights.detach().numpy())
     assert "engine" not in m  # CPU targets need no engine build
     assert load_bundle(bundle_dir("learned")).puzzle_embeddings() is None
-    assert "puzzle_embeddings" not in load_bundle(bundle_dir("mlp")).manifest  # single embedding: folded
+    assert load_bundle(bundle_dir("mlp")).manifest.puzzle_embeddings is None  # single embedding: folded
 
 
 def test_golden_io_replays_through_onnxruntime(bundle_dir):
@@ -106,7 +108,7 @@ def test_golden_io_replays_through_onnxruntime(bundle_dir):
     for name in ("mlp", "many-puzzles"):
         bundle = load_bundle(bundle_dir(name))
         golden = bundle.golden()
-        assert set(bundle.manifest["golden"]["steps"]) == {1, 2, TINY_CONFIGS[name].halt_max_steps}
+        assert set(bundle.manifest.golden["steps"]) == {1, 2, TINY_CONFIGS[name].halt_max_steps}
         session = ort.InferenceSession(str(bundle.step_graph_path), providers=["CPUExecutionProvider"])
         feeds = {k: golden[k] for k in ("inputs", "z_H", "z_L", "puzzle_embedding") if k in golden}
         got = session.run(None, feeds)
@@ -115,7 +117,7 @@ def test_golden_io_replays_through_onnxruntime(bundle_dir):
 
 
 def test_jetson_bundle_says_engines_are_built_on_the_device(bundle_dir):
-    manifest = load_bundle(bundle_dir("learned", "jetson")).manifest
+    manifest = load_bundle(bundle_dir("learned", "jetson")).manifest.to_dict()
     assert manifest["engine"]["build_on_device"] and "build-engine" in manifest["engine"]["command"]
     assert manifest["target_profile"]["op_list"] == "tensorrt-8.5"
 
@@ -178,10 +180,13 @@ def test_tampered_truncated_or_incomplete_bundles_are_refused(bundle_dir, tmp_pa
 def test_manifest_update_rehashes_added_files(bundle_dir, tmp_path):
     bundle = load_bundle(bundle_dir("learned")).copy_to(tmp_path / "b")
     (bundle.path / "step.plan").write_bytes(b"engine bytes")
-    updated = bundle.write_manifest_update({"engine": {"file": "step.plan", "gpu": "Orin"}, "codec": DELETE,
-                                           "graphs": {"step": {"batch": None}}})
-    assert "step.plan" in updated.manifest["files"] and updated.manifest["engine"]["gpu"] == "Orin"
-    assert "codec" not in updated.manifest and updated.graphs["step"]["batch"] is None
+    manifest = bundle.manifest
+    sections = {k: v for k, v in manifest.sections.items() if k != "codec"}
+    updated = bundle.write_manifest(manifest.replace(
+        engines={"tensorrt": {"file": "step.plan", "gpu": "Orin"}}, sections=sections,
+        graphs={**manifest.graphs, "step": {**manifest.graphs["step"], "batch": None}}))
+    assert "step.plan" in updated.manifest.files and updated.manifest.tensorrt_engine["gpu"] == "Orin"
+    assert "codec" not in updated.manifest.to_dict() and updated.graphs["step"]["batch"] is None
     (bundle.path / "step.plan").write_bytes(b"another engine")
     with pytest.raises(BundleError, match=r"step\.plan"):
         load_bundle(bundle.path)
@@ -189,7 +194,7 @@ def test_manifest_update_rehashes_added_files(bundle_dir, tmp_path):
 
 def test_bundle_module_needs_no_torch(bundle_dir):
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from trm_edge.export.bundle import load_bundle\n"
+            "from trm_edge.bundle.store import load_bundle\n"
             f"b = load_bundle({str(bundle_dir('many-puzzles'))!r})\n"
             "print(sorted(b.golden()), b.puzzle_embedding([1]).shape, b.config.hidden_size)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

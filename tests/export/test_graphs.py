@@ -9,9 +9,9 @@ import pytest
 
 from tests.conftest import TINY_CONFIGS
 from tests.export.conftest import TASKS, make_model
+from trm_edge.bundle.store import load_bundle
 from trm_edge.errors import ValidationError
 from trm_edge.export import passes
-from trm_edge.export.bundle import load_bundle
 from trm_edge.export.graphs import build_graph, export_step_onnx
 from trm_edge.export.samples import puzzle_tokens
 from trm_edge.export.validate import ort_session, validate_step_graph, validate_unrolled_graph
@@ -26,7 +26,7 @@ def _tokens(name: str, count: int = 2) -> np.ndarray:
 @pytest.mark.parametrize("name", ["mlp", "rope"])
 def test_weights_are_stored_once(name, bundle_dir):
     model = make_model(name)
-    manifest = load_bundle(bundle_dir(name)).manifest
+    manifest = load_bundle(bundle_dir(name)).manifest.to_dict()
     cleanup = manifest["graphs"]["step"]["cleanup"]
     assert cleanup["identities_bypassed"] > 0  # the exporter shares weights through Identity nodes ...
     graph = onnx.load(str(bundle_dir(name) / "step.onnx"))
@@ -87,7 +87,7 @@ def test_unrolled_graph_equals_looping_the_step_graph(tmp_path):
     tokens = _tokens("mlp", 3)
     initial = (model.H_init.numpy(), model.L_init.numpy())
     report = validate_unrolled_graph(tmp_path / "unrolled.onnx", step, tokens=tokens, initial_state=initial,
-                                     steps=model.config.halt_max_steps)
+                                     steps=model.config.halt_max_steps, config=model.config)
     assert report.passed, report.lines()
     out = ort_session(tmp_path / "unrolled.onnx").run(None, {"inputs": tokens})
     assert out[2].shape == (3, model.config.halt_max_steps)
@@ -102,7 +102,8 @@ def test_unrolled_graph_with_puzzle_table(tmp_path):
     puzzle = model.puzzle_emb.weights[[1, 2]].detach().numpy()
     report = validate_unrolled_graph(tmp_path / "unrolled.onnx", step, tokens=_tokens("many-puzzles"),
                                      initial_state=(model.H_init.numpy(), model.L_init.numpy()),
-                                     steps=model.config.halt_max_steps, puzzle_embedding=puzzle)
+                                     steps=model.config.halt_max_steps, puzzle_embedding=puzzle,
+                                     config=model.config)
     assert report.passed, report.lines()
 
 
@@ -143,6 +144,6 @@ def test_clean_up_without_onnxslim_still_stores_weights_once(tmp_path):
             "from trm_edge.export.exporter import export_bundle\n"
             f"export_bundle(make_model('rope'), {str(tmp_path / 'b')!r}, target='jetson', task='sudoku')\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
-    manifest = load_bundle(tmp_path / "b").manifest
+    manifest = load_bundle(tmp_path / "b").manifest.to_dict()
     assert manifest["graphs"]["step"]["cleanup"]["tool"] == "onnx"
     assert passes.check_weights_once(onnx.load(str(tmp_path / "b" / "step.onnx"))) == []

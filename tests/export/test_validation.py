@@ -11,12 +11,12 @@ import pytest
 from tests.conftest import PRESET_FAMILIES, TINY_CONFIGS, random_trm
 from tests.export.conftest import TASKS, make_model
 from tests.export.defects import DEFECTS
+from trm_edge.bundle.tolerances import OutputCheck, error_ratio, tolerance_for
+from trm_edge.config import PRESETS
 from trm_edge.errors import ValidationError
 from trm_edge.export.graphs import export_step_onnx
 from trm_edge.export.samples import puzzle_tokens
-from trm_edge.export.tolerances import OutputCheck, error_ratio, tolerance_for
 from trm_edge.export.validate import validate_step_graph
-from trm_edge.trm.config import PRESETS
 
 FP32 = tolerance_for("fp32")
 CAUGHT = ("perturb_tensor", "swap_layers", "drop_norm")  # perturb_element sits near rounding: docs/validation.md

@@ -228,7 +228,7 @@ def test_parse_raises_only_puzzle_errors(text):
 
 
 def test_options_as_keywords():
-    made = maze.generate(2, seed=5, size=9, min_path=12)
+    made = generate(2, seed=5, size=9, min_path=12)
     assert made.puzzles.shape == (2, 9, 9) and (made.path_lengths >= 12).all()
     with pytest.raises(ConfigError, match="unknown maze option"):
-        maze.generate(1, seed=0, width=9)
+        generate(1, seed=0, width=9)

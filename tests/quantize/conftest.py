@@ -48,13 +48,13 @@ def sudoku_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def calibrated(bundle):
-    """``calibrated(target)``: the prepared graph, its spec, float32 trajectories and per-step ranges of 16
-    calibration puzzles, and 8 held-out puzzles (all cached per target)."""
+    """``calibrated(target)``: the prepared graph, the target's INT8 format (``spec``), float32 trajectories and
+    per-step ranges of 16 calibration puzzles, and 8 held-out puzzles (all cached per target)."""
     import onnx
 
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.quantize.calibration import load_calibration, quantized_inputs, record
-    from trm_edge.quantize.formats import Int8Spec
+    from trm_edge.quantize.formats import int8_format
     from trm_edge.quantize.graph import prepare
     from trm_edge.targets import get_target
 
@@ -63,7 +63,7 @@ def calibrated(bundle):
     def get(target: str = "x86-avx512") -> dict:
         if target not in cache:
             b = load_bundle(bundle("mlp", target))
-            spec = Int8Spec.from_target(get_target(target))
+            spec = int8_format(get_target(target))
             prepared, _ = prepare(onnx.load(str(b.step_graph_path)))
             data = load_calibration(b, task="sudoku", n=16, eval_n=8, seed=1)
             tensors = quantized_inputs(prepared, spec.quantize_ops)

@@ -109,21 +109,22 @@ def test_step1_calibration_costs_accuracy_on_the_trained_model(tmp_path):
     from trm_edge.quantize.backends import quantize_int8
     from trm_edge.quantize.calibration import load_calibration, quantized_inputs, record
     from trm_edge.quantize.evaluate import exact_accuracy, open_runtime
-    from trm_edge.quantize.formats import Backend, Int8Spec, Method
+    from trm_edge.quantize.formats import Backend, Method, int8_format
     from trm_edge.quantize.graph import prepare
-    from trm_edge.runtimes.base import default_model
+    from trm_edge.runtimes.sources import default_model
     from trm_edge.targets import get_target
 
     if default_model() is None:
         pytest.skip("no trained default model shipped yet (trm_edge/models/default)")
-    from trm_edge.export import export_bundle, load_bundle
+    from trm_edge.bundle.store import load_bundle
+    from trm_edge.export import export_bundle
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
 
     info = read_checkpoint_info("default")
     path = export_bundle(load_model("default"), tmp_path / "fp32", target="x86-avx512", task=info.get("task"),
                          checkpoint_info=info, validation_steps=1)
     b = load_bundle(path)
-    spec = Int8Spec.from_target(get_target("x86-avx512"))
+    spec = int8_format(get_target("x86-avx512"))
     prepared, _ = prepare(onnx.load(str(b.step_graph_path)))
     data = load_calibration(b, task=b.task, n=64, eval_n=300, seed=11)
     _, ranges = record(prepared, b, data.calibration, tensors=quantized_inputs(prepared, spec.quantize_ops))
@@ -140,7 +141,7 @@ def test_step1_calibration_costs_accuracy_on_the_trained_model(tmp_path):
 
 
 def test_calibration_data_is_refused_when_it_does_not_fit(bundle, sudoku_data, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.puzzles.dataset import Split, write_dataset
     from trm_edge.quantize.calibration import load_calibration
 
@@ -166,9 +167,9 @@ def test_calibration_data_is_refused_when_it_does_not_fit(bundle, sudoku_data, t
 
 def test_puzzle_embedding_graphs_are_recorded(bundle):
     """A model with a puzzle table takes ``puzzle_embedding`` per row: the feeds carry each puzzle's row."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
+    from trm_edge.puzzles.examples import Examples
     from trm_edge.quantize.calibration import StateReader, quantized_inputs, record
-    from trm_edge.runtimes.evaluate import Examples
 
     b = load_bundle(bundle("many-puzzles", "x86-avx512"))
     model = onnx.load(str(b.step_graph_path))
@@ -196,19 +197,19 @@ def test_histogram_methods_give_narrower_ranges(calibrated, tmp_path):
 
 def test_spec_comes_from_the_target_profile():
     """Every packaged target with int8 maps to quantizer settings; a target without int8 is refused."""
-    from trm_edge.quantize.formats import Int8Spec
+    from trm_edge.quantize.formats import int8_format, ort_arguments
     from trm_edge.targets import get_target, list_targets
 
     for target in list_targets():
         if "int8" in target.precisions:
-            spec = Int8Spec.from_target(target)
-            args = spec.ort_arguments()
-            assert args["extra_options"]["OpTypesToExcludeOutputQuantization"] == list(spec.quantize_ops)
-    assert Int8Spec.from_target(get_target("x86-avx512")).label == "qdq-u8s8-per-channel"
-    assert Int8Spec.from_target(get_target("jetson-orin-nano")).label == "qdq-s8s8-symmetric-per-channel"
+            fmt = int8_format(target)
+            args = ort_arguments(fmt)
+            assert args["extra_options"]["OpTypesToExcludeOutputQuantization"] == list(fmt.quantize_ops)
+    assert int8_format(get_target("x86-avx512")).label == "qdq-u8s8-per-channel"
+    assert int8_format(get_target("jetson-orin-nano")).label == "qdq-s8s8-symmetric-per-channel"
     no_int8 = dataclasses.replace(get_target("cpu"), precisions=("fp32",), int8=None)
     with pytest.raises(QuantizationError, match="cannot run int8"):
-        Int8Spec.from_target(no_int8)
+        int8_format(no_int8)
 
 
 def test_swiglu_smoothing_is_exact_and_its_ranges_are_derived_exactly(calibrated):

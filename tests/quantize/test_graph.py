@@ -30,7 +30,7 @@ def _feeds(cfg, batch: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def test_prepare_is_exact_keeps_weights_shared_and_lets_onnxruntime_fuse(bundle, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.export.passes import check_weights_once
     from trm_edge.quantize.graph import node_groups, prepare
 

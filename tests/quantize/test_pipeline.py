@@ -32,11 +32,11 @@ def x86_int8(bundle, tmp_path_factory):
 
 
 def test_x86_bundle_is_u8_activations_s8_per_channel_weights(x86_int8):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
     b = load_bundle(x86_int8.output)  # every file hashed and verified
-    assert b.precision == "int8" and b.manifest["graphs"]["step"]["precision"] == "int8"
-    q = b.manifest["quantization"]
+    assert b.precision == "int8" and b.manifest.graphs["step"]["precision"] == "int8"
+    q = b.manifest.quantization
     assert q["format"]["label"] == "qdq-u8s8-per-channel" and q["backend"]["backend"] == "ort"
     assert q["method"] == "minmax"  # u8 activations' default: nothing met at any depth is clipped
     assert q["calibration"]["steps"] == b.config.halt_max_steps and q["calibration"]["states"] == 16 * 4
@@ -62,10 +62,10 @@ def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_d
     """The golden I/O of a quantized bundle carries the float32 outputs; verify passes onnxruntime's own kernels and
     refuses the same graph run with its activation zero points at 0 (what an importer that ignores asymmetric
     quantization computes)."""
-    from trm_edge.export.bundle import load_bundle
-    from trm_edge.export.tolerances import REFERENCE_MARGIN
+    from trm_edge.bundle.store import load_bundle
+    from trm_edge.bundle.tolerances import REFERENCE_MARGIN
     from trm_edge.quantize.evaluate import open_runtime
-    from trm_edge.runtimes.evaluate import verify_golden
+    from trm_edge.runtimes.verify import verify_golden
 
     b = load_bundle(x86_int8.output)
     golden = b.golden()
@@ -129,7 +129,7 @@ def test_a_report_without_held_out_puzzles_benches_the_throughput(bundle, tmp_pa
 def test_jetson_bundle_has_only_int8_zero_points(bundle, tmp_path):
     """TensorRT's explicit quantization: symmetric int8 everywhere, zero points 0, GEMM biases float, and the
     graph passes the target's TensorRT op-list check."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.export.passes import check_target
     from trm_edge.quantize.graph import zero_points
     from trm_edge.quantize.pipeline import quantize_bundle
@@ -146,7 +146,7 @@ def test_jetson_bundle_has_only_int8_zero_points(bundle, tmp_path):
 
 
 def test_fp16_for_gpu_targets_keeps_float32_io_and_norms(bundle, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.quantize.pipeline import quantize_bundle
 
     result = quantize_bundle(bundle("mlp", "jetson-orin-nano"), tmp_path / "fp16", _options(precision="fp16"))
@@ -242,7 +242,7 @@ def test_accuracy_control_keeps_the_most_sensitive_groups_float(calibrated, tmp_
 
 
 def _labelled(examples, labels):
-    from trm_edge.runtimes.evaluate import Examples
+    from trm_edge.puzzles.examples import Examples
 
     return Examples(examples.inputs, examples.inputs if labels is None else labels, None, None)
 
@@ -289,11 +289,11 @@ def test_cli_errors_are_one_line_and_json_output(bundle, x86_int8, tmp_path):
 
 
 def test_max_drop_is_measured_on_validation_puzzles_and_recorded(bundle, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.quantize.pipeline import quantize_bundle
 
     result = quantize_bundle(bundle(), tmp_path / "controlled", _options(max_drop=5.0, val_n=20))
-    control = load_bundle(result.output).manifest["quantization"]["accuracy_control"]
+    control = load_bundle(result.output).manifest.quantization["accuracy_control"]
     assert control["max_drop_points"] == 5.0 and control["met"] and control["steps"]
     assert result.quantization["calibration"]["validation_puzzles"] == 20
     assert result.quantization["smoothing"]["alpha"] == 0.8 and len(result.quantization["smoothing"]["pairs"]) == 4
@@ -349,7 +349,7 @@ def test_every_preset_family_quantizes_and_verifies(bundle, family_data, family,
     """Token mixing by MLP or by RoPE attention, with or without a puzzle table: every format quantizes, runs and
     passes its golden I/O. Attention's projections are quantized; q @ k^T and the attention-weighted sum stay
     float (onnxruntime would otherwise need ranges for them)."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.quantize.pipeline import quantize_bundle
 
     kind, target = precision.split()
@@ -363,7 +363,7 @@ def test_every_preset_family_quantizes_and_verifies(bundle, family_data, family,
     assert all(f"fp32.{name}" in golden for name in ("z_H_next", "z_L_next", "logits", "q_halt_logits"))
     if target == "x86-avx512":  # other kernels than the golden outputs' (onnxruntime's): held to float32
         from trm_edge.runtimes import open_runtime
-        from trm_edge.runtimes.evaluate import verify_golden
+        from trm_edge.runtimes.verify import verify_golden
 
         with open_runtime(result.output, "openvino") as ov:
             report = verify_golden(ov, golden, precision=kind)
@@ -404,7 +404,7 @@ def test_third_party_output_only_with_verbose(bundle, tmp_path):
 def test_attention_int8_quantizes_both_inputs_of_q_k_and_p_v(bundle, family_data, family, target, tmp_path):
     """--attention-int8: q @ k^T and the weighted sum of v also take Q/DQ on both inputs (calibrated like every
     activation), and the bundle still runs and passes its golden I/O, in both INT8 formats."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.quantize.pipeline import quantize_bundle
 
     calib = {"calib_task": "sudoku"} if TASKS[family] == "sudoku" else {"calib_task": None,

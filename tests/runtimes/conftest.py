@@ -81,14 +81,16 @@ def static_batch_copy(bundle, output, batch: int):
 
     import onnx
 
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
     shutil.copytree(bundle, output)
     graph = onnx.load(str(output / "step.onnx"))
     for value in [*graph.graph.input, *graph.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_value = batch
     onnx.save(graph, str(output / "step.onnx"))
-    load_bundle(output, verify=False).write_manifest_update({"graphs": {"step": {"batch": batch}}})
+    bundle = load_bundle(output, verify=False)
+    graphs = bundle.manifest.graphs
+    bundle.write_manifest(bundle.manifest.replace(graphs={**graphs, "step": {**graphs["step"], "batch": batch}}))
     return output
 
 

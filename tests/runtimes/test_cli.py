@@ -146,7 +146,7 @@ def test_missing_runtime_tampered_bundle_and_no_model(bundles, tmp_path):
     for args in (("verify", str(bundle)), ("solve", SUDOKU, "--model", str(bundle))):
         result = cli(*args)
         assert result.returncode == 2 and "sha256" in result.stderr and len(result.stderr.splitlines()) == 1
-    from trm_edge.runtimes.base import default_model
+    from trm_edge.runtimes.sources import default_model
 
     if default_model() is None:
         result = cli("solve", SUDOKU)
@@ -291,12 +291,12 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
     """The ARC test split gets the official metric (pass@K from votes over augmented versions), equal to the
     voter's on the same predictions, and --submission writes two attempts per test input of every task."""
     from tests.puzzles.test_arc import write_sources
+    from trm_edge.config import TRMConfig
     from trm_edge.puzzles.arc_eval import PASS_KS, ArcVoter
     from trm_edge.puzzles.build import build_dataset
     from trm_edge.puzzles.dataset import read_identifiers
-    from trm_edge.runtimes.evaluate import read_examples
+    from trm_edge.puzzles.examples import read_examples
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import TRMConfig
     from trm_edge.trm.model import build_model
 
     training, combined = write_sources(tmp_path)
@@ -335,10 +335,10 @@ def arc_bundle(tmp_path_factory):
     the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself."""
     from tests.conftest import random_trm
     from tests.puzzles.test_arc import write_sources
+    from trm_edge.config import TRMConfig
     from trm_edge.puzzles.build import build_dataset
     from trm_edge.puzzles.dataset import read_identifiers
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import TRMConfig
 
     tmp = tmp_path_factory.mktemp("arc")
     training, combined = write_sources(tmp)
@@ -417,8 +417,8 @@ MAZE_ROWS = ["S #   #", "  # # #", "       ", "## ### ", "   #   ", " #   # ", "
 @pytest.fixture(scope="module")
 def maze_bundle(tmp_path_factory):
     from tests.conftest import random_trm
+    from trm_edge.config import TRMConfig
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import TRMConfig
 
     tmp = tmp_path_factory.mktemp("maze")
     cfg = TRMConfig(seq_len=49, vocab_size=6, hidden_size=16, num_heads=2, expansion=2.0, pos_encodings="rope",
@@ -452,8 +452,8 @@ def test_maze_answers_are_reported_valid_exactly_when_they_mark_a_shortest_path(
     """The solver's answer report on known answers: the shortest path is valid; a longer path, a broken one and one
     through a wall are not, each with its reason."""
     from trm_edge.puzzles import maze
+    from trm_edge.puzzles.codec import get_codec
     from trm_edge.runtimes.solver import SolveOutput, answers
-    from trm_edge.runtimes.tasks import get_codec
 
     puzzle = maze.parse("\n".join(MAZE_ROWS))
     best = maze.solve(puzzle)
@@ -481,9 +481,9 @@ def test_a_dataset_written_as_the_official_builder_writes_it_is_read_as_it_is(tm
     raw challenges on the device with the same attempts."""
     from tests.puzzles.oracle import official_arc_scores, write_official_arc_dataset
     from tests.puzzles.test_arc import flip_task
-    from trm_edge.runtimes.evaluate import read_examples
+    from trm_edge.config import TRMConfig
+    from trm_edge.puzzles.examples import read_examples
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import TRMConfig
     from trm_edge.trm.model import build_model
 
     tasks = {**{f"train{i}": flip_task(i) for i in range(2)}, **{f"eval{i}": flip_task(10 + i) for i in range(2)}}

@@ -9,8 +9,8 @@ import pytest
 from tests.runtimes.conftest import random_tokens
 from trm_edge.errors import RuntimeUnavailableError
 from trm_edge.runtimes import Solver, open_runtime, open_source
-from trm_edge.runtimes.evaluate import verify_golden
 from trm_edge.runtimes.openvino import parse_device
+from trm_edge.runtimes.verify import verify_golden
 
 
 def test_devices_and_precisions():

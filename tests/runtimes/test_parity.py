@@ -12,9 +12,10 @@ import pytest
 
 from tests.conftest import TINY_CONFIGS
 from tests.runtimes.conftest import random_ids, random_tokens
+from trm_edge.puzzles.examples import Examples
 from trm_edge.runtimes import Solver, open_runtime, open_source
-from trm_edge.runtimes.evaluate import Examples, free_running, teacher_forced, teacher_forced_run
 from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
+from trm_edge.runtimes.parity import free_running, teacher_forced, teacher_forced_run
 from trm_edge.runtimes.torch_ref import TorchRuntime
 
 
@@ -111,13 +112,14 @@ def test_default_model_whole_puzzles_agree(tmp_path):
     """The shipped default model on held-out puzzles of its own distribution: its bundle on onnxruntime and on
     OpenVINO gives the torch reference's answers (>= 99.5% of puzzles identical), and halting at the model's
     calibrated threshold lowers the mean steps while losing at most 1 point of exact accuracy."""
-    from trm_edge.runtimes.base import default_model
+    from trm_edge.runtimes.sources import default_model
 
     shipped = default_model()
     if shipped is None:
         pytest.skip("no default model shipped yet")
     from trm_edge.puzzles.build import build_from_recipe
-    from trm_edge.runtimes.evaluate import accuracy, read_examples
+    from trm_edge.puzzles.examples import read_examples
+    from trm_edge.runtimes.accuracy import accuracy
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
 
     recipe = read_checkpoint_info("default").get("data_recipe")

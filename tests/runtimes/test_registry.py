@@ -8,7 +8,7 @@ import pytest
 
 from trm_edge.errors import RuntimeUnavailableError
 from trm_edge.runtimes import RUNTIMES, available_runtimes, get_runtime, open_runtime, open_source
-from trm_edge.runtimes.base import default_runtime, parse_runtime_spec
+from trm_edge.runtimes.registry import default_runtime, parse_runtime_spec
 
 # Where each registered runtime is tested; the guard below fails when a runtime is added untested.
 TESTED_IN = {
@@ -47,7 +47,7 @@ def test_the_default_is_the_fastest_measured_runtime_that_holds_parity(bundles, 
     monkeypatch.setattr(source, "target", "x86-avx512")
     assert default_runtime(source) == "openvino"
     monkeypatch.setattr(source, "precision", "int8")
-    golden = source.bundle.manifest["golden"]
+    golden = source.bundle.manifest.golden
     monkeypatch.setitem(golden, "keys", [*golden["keys"], "fp32.logits"])  # a quantized bundle's float32 reference
     assert default_runtime(source) == "openvino"
     monkeypatch.setitem(golden, "keys", [k for k in golden["keys"] if not k.startswith("fp32.")])
@@ -103,10 +103,13 @@ def test_defaults_per_source(bundles, tmp_path, monkeypatch):
     assert default_runtime(open_source(checkpoint)) == "torch"
     with pytest.raises(RuntimeUnavailableError, match="runs checkpoints, not the bundle"):
         open_runtime(bundle, "torch")
+    with pytest.raises(RuntimeUnavailableError, match="runs bundles, not the checkpoint"):
+        open_runtime(checkpoint, "onnxruntime")
     # A checkpoint on a bundle runtime is exported to a temporary CPU bundle first (host side).
     import shutil
 
     import trm_edge.export
+    from trm_edge.export.temporary import export_temporary_bundle, needs_bundle
 
     calls = []
 
@@ -116,7 +119,9 @@ def test_defaults_per_source(bundles, tmp_path, monkeypatch):
         return output
 
     monkeypatch.setattr(trm_edge.export, "export_bundle", export_bundle, raising=False)
-    runtime = open_runtime(checkpoint, "onnxruntime")
+    checkpoint_source = open_source(checkpoint)
+    assert needs_bundle(checkpoint_source, "onnxruntime") and not needs_bundle(checkpoint_source, "torch")
+    runtime = open_runtime(export_temporary_bundle(checkpoint_source), "onnxruntime")
     assert runtime.source.kind == "bundle" and runtime.name == "onnxruntime"
     assert calls == [("cpu", "sudoku", True)]
 

@@ -16,8 +16,9 @@ def test_the_maze_model_solves_fresh_mazes_and_needs_its_recursion(tmp_path):
     if not bundle.is_dir():
         pytest.skip("no maze model shipped")
     from trm_edge.puzzles.build import build_from_recipe
+    from trm_edge.puzzles.examples import read_examples
     from trm_edge.puzzles.maze import is_valid
-    from trm_edge.runtimes.evaluate import accuracy, read_examples
+    from trm_edge.runtimes.accuracy import accuracy
     from trm_edge.trm.checkpoint import read_checkpoint_info
 
     recipe = read_checkpoint_info("maze")["data_recipe"]

@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import TINY_CONFIGS
 from trm_edge.errors import PuzzleError, TrmEdgeError
-from trm_edge.runtimes.base import ModelSource, Runtime
+from trm_edge.runtimes.interface import Runtime
 from trm_edge.runtimes.solver import Solver, answers, sigmoid
+from trm_edge.runtimes.sources import ModelSource
 
 CFG = TINY_CONFIGS["learned"]  # no puzzle embedding input, seq 36, vocab 6, 3 steps
 
@@ -192,7 +193,7 @@ class Oracle(Scripted):
 @pytest.mark.parametrize(("answer", "valid"), [(SOLUTION, True), (SOLUTION[:-2] + "97", False),
                                                 (SUDOKU, False)])
 def test_answers_decode_and_report_validity_truthfully(answer, valid):
-    from trm_edge.runtimes.tasks import get_codec
+    from trm_edge.puzzles.codec import get_codec
 
     codec = get_codec("sudoku")
     inputs = codec.parse(SUDOKU)[None]

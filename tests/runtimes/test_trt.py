@@ -189,8 +189,8 @@ def test_an_engine_from_another_gpu_or_tensorrt_is_refused():
 def test_an_engine_record_without_the_device_fields_asks_for_a_rebuild():
     raw = {k: v for k, v in json.loads(json.dumps(RECORD.__dict__)).items() if k != "multiprocessors"}
     with pytest.raises(BundleError, match=r"malformed or from an older trm-edge.*build-engine"):
-        EngineRecord.from_manifest({"engines": {"tensorrt": raw}})
-    assert EngineRecord.from_manifest({"engines": {"tensorrt": {**raw, "multiprocessors": 16}}}) == RECORD
+        EngineRecord.from_entry(raw)
+    assert EngineRecord.from_entry({**raw, "multiprocessors": 16}) == RECORD
 
 
 def test_trtexec_line():
@@ -224,7 +224,7 @@ def test_build_plan_checks_the_request(bundles):
 
 
 def test_fp16_and_int8_builds_keep_every_rmsnorm_in_float32(bundles):
-    from trm_edge.quantize.fp16 import norm_nodes
+    from trm_edge.bundle.graph_rules import norm_nodes
 
     _, bundle = bundles("mlp")
     import onnx
@@ -240,10 +240,11 @@ def test_fp16_and_int8_builds_keep_every_rmsnorm_in_float32(bundles):
 
 
 def test_an_fp16_bundle_builds_an_fp16_engine(bundles, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
     _, original = bundles("mlp")
-    bundle = load_bundle(original).copy_to(tmp_path / "fp16").write_manifest_update({"precision": "fp16"})
+    bundle = load_bundle(original).copy_to(tmp_path / "fp16")
+    bundle = bundle.write_manifest(bundle.manifest.replace(precision="fp16"))
     plan = plan_build(bundle.path)
     assert plan.precision == "fp16" and "--fp16" in plan.trtexec
     with pytest.raises(TrmEdgeError, match="is an fp16 bundle: build it with --fp16"):
@@ -251,13 +252,14 @@ def test_an_fp16_bundle_builds_an_fp16_engine(bundles, tmp_path):
 
 
 def test_dla_builds_need_a_core_the_target_has_static_shapes_and_reduced_precision(bundles, tmp_path):
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
     _, dynamic = bundles("mlp")
     _, static = bundles("mlp", batch=4)
     with pytest.raises(TrmEdgeError, match="target 'cpu' has 0 DLA core"):
         plan_build(static, precision="fp16", dla_core=0)
-    orin = load_bundle(static).copy_to(tmp_path / "orin").write_manifest_update({"target": "jetson-agx-orin"}).path
+    orin = load_bundle(static).copy_to(tmp_path / "orin")
+    orin = orin.write_manifest(orin.manifest.replace(target="jetson-agx-orin")).path
     plan = plan_build(orin, precision="fp16", dla_core=1)
     assert plan.dla_core == 1 and "--useDLACore=1 --allowGPUFallback" in plan.trtexec
     assert plan.workspace_mb == 8192
@@ -265,7 +267,8 @@ def test_dla_builds_need_a_core_the_target_has_static_shapes_and_reduced_precisi
         plan_build(orin, precision="fp16", dla_core=2)
     with pytest.raises(TrmEdgeError, match="DLA runs FP16 and INT8 only"):
         plan_build(orin, precision="fp32", dla_core=0)
-    dynamic_orin = load_bundle(dynamic).copy_to(tmp_path / "dyn").write_manifest_update({"target": "jetson-agx-orin"})
+    dynamic_orin = load_bundle(dynamic).copy_to(tmp_path / "dyn")
+    dynamic_orin = dynamic_orin.write_manifest(dynamic_orin.manifest.replace(target="jetson-agx-orin"))
     with pytest.raises(TrmEdgeError, match=r"DLA needs static shapes .* export it with --batch N"):
         plan_build(dynamic_orin.path, precision="fp16", dla_core=0)
 
@@ -333,8 +336,8 @@ def test_real_engine_build_verify_and_solve(bundles, tmp_path, precision):
     _gpu_or_skip()
     import shutil
 
-    from trm_edge.runtimes.evaluate import verify_golden
     from trm_edge.runtimes.trt_build import build_engine
+    from trm_edge.runtimes.verify import verify_golden
 
     _, original = bundles("many-puzzles")
     bundle = tmp_path / "bundle"

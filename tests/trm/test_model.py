@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import TINY_CONFIGS
 from tests.trm.spec_reference import reference_step
-from trm_edge.trm.config import PRESETS, TRMConfig, parameter_count
+from trm_edge.config import PRESETS, TRMConfig, parameter_count
 from trm_edge.trm.model import TRM, build_model
 
 OFFICIAL_PARAMS = {
@@ -82,6 +82,32 @@ def test_predict_halting_freezes_samples_at_their_first_positive_q():
     assert out["steps"].tolist() == [1, 1, 1, 1]
     full = model.predict(torch.randint(0, 11, (4, 81)), halt=False)
     assert full["steps"].tolist() == [4, 4, 4, 4]
+
+
+def test_predict_halts_by_the_contract_rule_at_its_threshold():
+    """``predict(halt=True, threshold=t)`` stops each sample at the first step whose q_halt_logits exceed ``t``
+    (``halts``, the runtimes' rule): a higher threshold stops later, and a q equal to the threshold runs on."""
+    from trm_edge.bundle.contract import halts
+
+    model = build_model(TINY_CONFIGS["mlp"], seed=0)
+    inputs = torch.randint(0, 11, (8, 81), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.q_head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))  # q varies by step
+        model.q_head.bias.zero_()
+        per_step = torch.stack([model.predict(inputs, max_steps=s)["q_halt_logits"] for s in range(1, 5)], 1)
+        stops = {}
+        for threshold in (-1.0, 0.0, 2.0, 50.0):
+            out = model.predict(inputs, halt=True, threshold=threshold)
+            first = [next((s + 1 for s in range(4) if halts(q[s], threshold)), 4) for q in per_step]
+            assert out["steps"].tolist() == first
+            assert torch.equal(out["q_halt_logits"], per_step[torch.arange(8), out["steps"] - 1])
+            stops[threshold] = out["steps"]
+        assert (stops[-1.0] <= stops[0.0]).all() and (stops[0.0] <= stops[2.0]).all()
+        assert stops[-1.0].tolist() != stops[2.0].tolist() and stops[50.0].tolist() == [4] * 8
+        model.q_head.weight.zero_()
+        model.q_head.bias.fill_(1.0)  # q is exactly 1.0 at every step
+        assert model.predict(inputs, halt=True, threshold=1.0)["steps"].tolist() == [4] * 8
+        assert model.predict(inputs, halt=True, threshold=0.999)["steps"].tolist() == [1] * 8
 
 
 def test_initial_state_is_the_init_buffers_broadcast():

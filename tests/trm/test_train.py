@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import trm_edge
+from trm_edge.bundle.contract import halts
+from trm_edge.config import TrainConfig, TRMConfig
 from trm_edge.errors import ConfigError, OutputExistsError, TrainingError
-from trm_edge.trm.config import TrainConfig, TRMConfig
 from trm_edge.trm.data import ArraySplit
-from trm_edge.trm.train import Dist, Trainer, read_metrics, read_state, resolve_configs, train
+from trm_edge.trm.train import TRAIN_HALT_THRESHOLD, Dist, Trainer, read_metrics, read_state, resolve_configs, train
 
 TINY = TRMConfig(seq_len=16, vocab_size=6, num_puzzle_identifiers=3, hidden_size=32, expansion=2.0, mlp_t=True,
                  pos_encodings="none", puzzle_emb_ndim=32, puzzle_emb_len=1, H_cycles=2, L_cycles=1,
@@ -260,14 +261,36 @@ def test_evaluation_agrees_with_model_predict_on_the_ema_model():
     def exact(preds):
         return ((preds == labels) | ~mask).all(-1).float().mean().item()
 
-    for steps in (1, TINY.halt_max_steps):
+    for steps in range(1, TINY.halt_max_steps + 1):
         out = model.predict(inputs, ids, max_steps=steps)
         assert metrics["exact_accuracy_by_step"][steps - 1] == pytest.approx(exact(out["preds"]))
         cells = (((out["preds"] == labels) & mask).sum(-1) / mask.sum(-1)).mean().item()
         assert metrics["cell_accuracy_by_step"][steps - 1] == pytest.approx(cells)
-    halted = model.predict(inputs, ids, halt=True)
+        # the q_halt accuracy scores the halting decision the stop below takes: halts(q, TRAIN_HALT_THRESHOLD)
+        solved = ((out["preds"] == labels) | ~mask).all(-1)
+        agree = (halts(out["q_halt_logits"], TRAIN_HALT_THRESHOLD) == solved).float().mean().item()
+        assert metrics["q_halt_accuracy_by_step"][steps - 1] == pytest.approx(agree)
+    halted = model.predict(inputs, ids, halt=True, threshold=TRAIN_HALT_THRESHOLD)
     assert metrics["halt_exact_accuracy"] == pytest.approx(exact(halted["preds"]))
     assert metrics["halt_mean_steps"] == pytest.approx(halted["steps"].float().mean().item())
+
+
+def test_evaluation_scores_q_halt_by_the_rule_it_stops_by():
+    """A q_halt logit exactly at the threshold (0) does not halt: no sample stops early, and the q_halt accuracy
+    counts "did not halt" as right exactly where the answer is not exact."""
+    trainer = Trainer(TINY, FAST, toy_split(64, 0), toy_split(20, 1), task="toy", d=Dist(),
+                      device=torch.device("cpu"))
+    names = [n for n, _ in trainer.model.named_parameters() if not n.startswith("puzzle_emb.")]
+    with torch.no_grad():
+        for name in ("q_head.weight", "q_head.bias"):  # q_halt_logits == 0 at every step, in the EMA model too
+            trainer.model.get_parameter(name).zero_()
+            trainer.ema.shadow[names.index(name)].zero_()
+    metrics = trainer.evaluate()
+    assert TRAIN_HALT_THRESHOLD == 0.0
+    assert metrics["halt_mean_steps"] == TINY.halt_max_steps
+    assert metrics["halt_exact_accuracy"] == pytest.approx(metrics["exact_accuracy"])
+    for q_right, solved in zip(metrics["q_halt_accuracy_by_step"], metrics["exact_accuracy_by_step"], strict=True):
+        assert q_right == pytest.approx(1.0 - solved)
 
 
 @pytest.mark.parametrize("item", ["eval_interval=0", "train_steps=0", "log_interval=-1", "checkpoint_interval=0"])

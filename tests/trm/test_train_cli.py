@@ -159,7 +159,7 @@ def test_an_arc_model_keeps_its_identifier_names_through_export(monkeypatch, cap
     """The names of the puzzle identifiers (which task and augmentation each embedding row belongs to) go from the
     dataset into the trained checkpoint and on into the bundle, where ARC solving needs them."""
     from tests.puzzles.test_arc import write_sources
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.puzzles.build import build_dataset
 
     training, combined = write_sources(tmp_path)

@@ -7,7 +7,8 @@ from typing import Any, List
 
 import typer
 
-from trm_edge.commands.output import console, print_json, progress
+from trm_edge.commands.output import console, print_json
+from trm_edge.progress import progress
 
 # Generator options of each task: CLI flag name -> option field.
 TASK_OPTIONS = {

@@ -7,7 +7,8 @@ from typing import List
 
 import typer
 
-from trm_edge.commands.output import console, err_console, print_json
+from trm_edge.commands.output import console, print_json
+from trm_edge.progress import err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -51,15 +52,16 @@ def export(
     path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
                          puzzles=wanted or None, identifier_names=names,
                          checkpoint_info=info, log=_printer(log_console))
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
     manifest = load_bundle(path).manifest
-    engine = manifest.get("engine")
+    engine = manifest.sections.get("engine")
     if as_json:
         print_json({"bundle": str(path), "target": profile.name, "task": task,
                     "graphs": {k: {key: v[key] for key in ("file", "batch", "opset", "bytes", "cleanup")}
-                               for k, v in manifest["graphs"].items()},
-                    "validation": manifest["validation"], "engine": engine, "seconds": manifest["export"]["seconds"]})
+                               for k, v in manifest.graphs.items()},
+                    "validation": manifest.sections["validation"], "engine": engine,
+                    "seconds": manifest.sections["export"]["seconds"]})
         return
     if engine:
         console.print(f"[bold]Next, on the device:[/bold] TensorRT engines are built on the {profile.name} itself "

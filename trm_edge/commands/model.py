@@ -42,8 +42,8 @@ def init(
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Write a randomly initialised checkpoint, to try the pipeline before training."""
+    from trm_edge.config import get_preset
     from trm_edge.trm.checkpoint import save_checkpoint
-    from trm_edge.trm.config import get_preset
     from trm_edge.trm.model import build_model
 
     chosen = get_preset(preset)
@@ -58,9 +58,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Describe a model: config, parameter count, puzzle-embedding size, FLOPs per supervision step."""
+    from trm_edge.config import PRESETS, TRMConfig, flops_per_step, get_preset, parameter_count
     from trm_edge.errors import ConfigError
     from trm_edge.trm.checkpoint import read_checkpoint_info
-    from trm_edge.trm.config import PRESETS, TRMConfig, flops_per_step, get_preset, parameter_count
 
     if (model is None) == (preset is None):
         raise ConfigError(f"give a MODEL or --preset NAME (presets: {', '.join(PRESETS)})")

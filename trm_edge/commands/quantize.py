@@ -7,7 +7,8 @@ from typing import Any, List
 
 import typer
 
-from trm_edge.commands.output import console, err_console, print_json
+from trm_edge.commands.output import console, print_json
+from trm_edge.progress import err_console
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,7 @@
 """torch -> ONNX export: graph builders (step, unrolled), graph passes, validation against the torch
-reference, and the deployment bundle.
+reference, written as a deployment bundle (whose format trm_edge.bundle owns).
 
-Importing this package is cheap and torch-free; ``trm_edge.export.bundle`` and
-``trm_edge.export.tolerances`` stay torch-free for the device side. The torch-side API loads lazily:
+Importing this package is cheap and torch-free. The torch-side API loads lazily:
 
 - ``export_bundle(model, output, *, target, task, graph="step", batch=None, force=False, puzzles=None,
   identifier_names=None, validation_inputs=None, validation_steps=None, log=None) -> Path``
@@ -10,7 +9,6 @@ Importing this package is cheap and torch-free; ``trm_edge.export.bundle`` and
 - ``build_graph(model, *, kind="step"|"unrolled", opset=17, batch=None) -> BuiltGraph``
 - ``validate_step_graph(model, onnx_path, *, tokens, puzzle_ids=None, steps=None, precision="fp32", ...)
   -> ValidationReport``
-- ``load_bundle(path) -> Bundle``
 """
 
 from __future__ import annotations
@@ -24,10 +22,6 @@ _LAZY = {
     "validate_step_graph": "trm_edge.export.validate",
     "validate_unrolled_graph": "trm_edge.export.validate",
     "ValidationReport": "trm_edge.export.validate",
-    "load_bundle": "trm_edge.export.bundle",
-    "Bundle": "trm_edge.export.bundle",
-    "TOLERANCES": "trm_edge.export.tolerances",
-    "tolerance_for": "trm_edge.export.tolerances",
 }
 
 __all__ = sorted(_LAZY)

@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 
 from trm_edge import __version__
+from trm_edge.bundle import store as B
+from trm_edge.bundle.manifest import Manifest
+from trm_edge.bundle.tolerances import tolerance_for
 from trm_edge.errors import ExportError, OutputExistsError
-from trm_edge.export import bundle as B
 from trm_edge.export import passes
 from trm_edge.export.graphs import build_graph
 from trm_edge.export.puzzles import PuzzleTable, select_puzzles
 from trm_edge.export.samples import puzzle_tokens
-from trm_edge.export.tolerances import tolerance_for
 from trm_edge.export.validate import (
     check_lines,
     raise_for_failures_all,
@@ -112,7 +113,7 @@ def export_bundle(
             puzzle = table.embeddings(ids) if table else None
             unrolled_report = validate_unrolled_graph(tmp / B.UNROLLED_FILE, tmp / B.STEP_FILE, tokens=tokens,
                                                       initial_state=initial, steps=cfg.halt_max_steps,
-                                                      puzzle_embedding=puzzle)
+                                                      puzzle_embedding=puzzle, config=cfg)
             reports.append(unrolled_report)
             golden.update(unrolled_report.golden)
             golden["unrolled.inputs"] = tokens
@@ -127,14 +128,15 @@ def export_bundle(
         if table is not None:
             table.write(tmp / B.PUZZLE_EMB_FILE, tmp / B.IDENTIFIERS_FILE)
         np.savez(tmp / B.GOLDEN_FILE, **golden)  # stored, not deflated: simple for C++/Rust npz readers
-        manifest["golden"] = {"file": B.GOLDEN_FILE, "graph": "step", "keys": sorted(golden),
+        golden_section = {"file": B.GOLDEN_FILE, "graph": "step", "keys": sorted(golden),
                               "steps": golden_steps, "puzzles": len(tokens),
                               "tolerance": asdict(tolerance_for("fp32")),
                               "note": "case i: feed inputs[i], z_H[i], z_L[i](, puzzle_embedding[i]) to the "
                                       "step graph and expect z_H_next[i], z_L_next[i], logits[i], "
                                       "q_halt_logits[i] (step[i] = supervision step, 1-based)"}
-        manifest["export"]["seconds"] = round(time.perf_counter() - started, 2)
-        B.write_manifest(tmp, manifest)
+        export_section = {**manifest.sections["export"], "seconds": round(time.perf_counter() - started, 2)}
+        B.write_manifest(tmp, manifest.replace(golden=golden_section,
+                                               sections={**manifest.sections, "export": export_section}))
     log(f"wrote {output} ({_size(output)}) in {time.perf_counter() - started:.1f} s")
     return output
 
@@ -199,33 +201,14 @@ def _graph_entry(built, files: list[Path], root: Path, batch: int | None) -> dic
 
 
 def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table: PuzzleTable | None,
-              started: float, checkpoint_info: dict[str, Any]) -> dict[str, Any]:
+              started: float, checkpoint_info: dict[str, Any]) -> Manifest:
     import onnxruntime
     import torch
 
     cfg = model.config
-    manifest: dict[str, Any] = {
-        "format": B.FORMAT,
-        "task": task,
-        "model": cfg.to_dict(),
-        "target": profile.name,
+    sections: dict[str, Any] = {
         "target_profile": profile.to_dict(),
-        "precision": "fp32",
-        "graphs": graphs,
-        "initial_state": {
-            "z_H": model.H_init.detach().float().tolist(),
-            "z_L": model.L_init.detach().float().tolist(),
-            "broadcast_to": ["batch", cfg.total_len, cfg.hidden_size],
-        },
-        "loop": {
-            "max_steps": cfg.halt_max_steps,
-            "halt": "a puzzle may stop after the first step whose q_halt_logits > halt_threshold",
-            "halt_threshold": halt_threshold(checkpoint_info),
-            "state_shape": ["batch", cfg.total_len, cfg.hidden_size],
-            "answer": "argmax of logits over the last axis, per position",
-        },
         "codec": codec(task, cfg),
-        **({"data_recipe": checkpoint_info["data_recipe"]} if checkpoint_info.get("data_recipe") else {}),
         "versions": {
             "trm-edge": __version__,
             "torch": torch.__version__,
@@ -238,17 +221,25 @@ def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table
         "validation": {"passed": True, "reports": [r.to_dict() for r in reports]},
         "export": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": None},
     }
-    if table is not None:
-        manifest["puzzle_embeddings"] = table.manifest_entry(B.PUZZLE_EMB_FILE, B.IDENTIFIERS_FILE)
     if profile.engine_build_on_device:
-        manifest["engine"] = {"build_on_device": True, "command": "trm-edge build-engine BUNDLE",
+        sections["engine"] = {"build_on_device": True, "command": "trm-edge build-engine BUNDLE",
                               "reason": "TensorRT engines are specific to the GPU and TensorRT version; "
                                         "they are built on the device that runs them"}
-    return manifest
+    return Manifest(
+        task=task, model=cfg, target=profile.name, precision="fp32", graphs=graphs,
+        initial_state={"z_H": model.H_init.detach().float().tolist(), "z_L": model.L_init.detach().float().tolist(),
+                       "broadcast_to": ["batch", cfg.total_len, cfg.hidden_size]},
+        loop={"max_steps": cfg.halt_max_steps,
+              "halt": "a puzzle may stop after the first step whose q_halt_logits > halt_threshold",
+              "halt_threshold": halt_threshold(checkpoint_info),
+              "state_shape": ["batch", cfg.total_len, cfg.hidden_size],
+              "answer": "argmax of logits over the last axis, per position"},
+        puzzle_embeddings=table.manifest_entry(B.PUZZLE_EMB_FILE, B.IDENTIFIERS_FILE) if table is not None else None,
+        data_recipe=checkpoint_info.get("data_recipe") or None, sections=sections)
 
 
 def codec(task: str | None, cfg) -> dict[str, Any]:
-    """How tokens encode the task's puzzles (the official token layout, DESIGN.md)."""
+    """How tokens encode the task's puzzles (the official token layout, docs/design.md)."""
     side = math.isqrt(cfg.seq_len)
     base = {"task": task, "seq_len": cfg.seq_len, "vocab_size": cfg.vocab_size, "pad": 0}
     if task == "sudoku":

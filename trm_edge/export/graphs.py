@@ -21,9 +21,9 @@ import onnx
 import torch
 from torch import nn
 
+from trm_edge.bundle.contract import STEP_INPUTS, STEP_OUTPUTS, UNROLLED_OUTPUTS
 from trm_edge.errors import ExportError
 from trm_edge.export import passes
-from trm_edge.export.bundle import STEP_INPUTS, STEP_OUTPUTS, UNROLLED_OUTPUTS
 from trm_edge.quiet import third_party_output
 
 BATCH_AXIS = "batch"

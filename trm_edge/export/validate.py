@@ -1,9 +1,9 @@
-"""Validation of exported graphs against the torch reference, in onnxruntime.
+"""Validation of exported graphs against the torch reference, through the recursion core.
 
-Step graph: teacher-forced. From the initial state, torch runs the trajectory of the validation
-puzzles step by step; at every step onnxruntime is fed torch's state and its four outputs are
-compared. Then one step from random states (states the trajectory may not visit). Whole random
-trajectories are chaotic (DESIGN.md), so they are never compared directly.
+Step graph: teacher-forced. From the initial state, the torch reference runs the trajectory of the validation
+puzzles step by step; at every step onnxruntime is fed torch's state (the recursion core's followers) and its four
+outputs are compared. Then one step from random states (states the trajectory may not visit). Whole random
+trajectories are chaotic (docs/design.md), so they are never compared directly.
 
 Unrolled graph: compared with looping the (already validated) step graph in onnxruntime.
 """
@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from trm_edge.export.bundle import STEP_OUTPUTS, UNROLLED_OUTPUTS
-from trm_edge.export.tolerances import SCALE_PREFIX, OutputCheck, error_ratio, raise_for_failures, tolerance_for
+from trm_edge.bundle.contract import STEP_OUTPUTS, UNROLLED_OUTPUTS
+from trm_edge.bundle.manifest import Manifest
+from trm_edge.bundle.store import Bundle
+from trm_edge.bundle.tolerances import SCALE_PREFIX, OutputCheck, error_ratio, raise_for_failures, tolerance_for
+from trm_edge.config import TRMConfig
+from trm_edge.runtimes.ort import OnnxRuntime
+from trm_edge.runtimes.recursion import Recursion
+from trm_edge.runtimes.sources import bundle_source
+from trm_edge.runtimes.torch_ref import TorchRuntime
 
 
 def ort_session(path, *, threads: int | None = None):
+    """A plain onnxruntime CPU session on a graph that is not a step graph (the unrolled graph), or for tests."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -29,6 +38,17 @@ def ort_session(path, *, threads: int | None = None):
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def graph_runtime(path: str | Path, config: TRMConfig, initial_state: tuple[np.ndarray, np.ndarray], *,
+                  precision: str = "fp32") -> OnnxRuntime:
+    """onnxruntime (CPU) on a step graph that is not in a bundle yet: an in-memory bundle around it."""
+    path = Path(path)
+    manifest = Manifest(task=None, model=config, target="cpu", precision=precision,
+                        graphs={"step": {"file": path.name}},
+                        initial_state={"z_H": np.asarray(initial_state[0], np.float32).tolist(),
+                                       "z_L": np.asarray(initial_state[1], np.float32).tolist()})
+    return OnnxRuntime(bundle_source(Bundle(path.parent, manifest)), device="cpu")
 
 
 @dataclass
@@ -58,13 +78,6 @@ class ValidationReport:
                 "outputs": [c.to_dict() for c in self.checks], "per_step_ratio": self.per_step_ratio}
 
 
-def _feeds(inputs, z_H, z_L, puzzle, *, with_puzzle: bool) -> dict[str, np.ndarray]:
-    feeds = {"inputs": np.asarray(inputs, dtype=np.int32), "z_H": z_H.numpy(), "z_L": z_L.numpy()}
-    if with_puzzle:
-        feeds["puzzle_embedding"] = puzzle.numpy()
-    return feeds
-
-
 def validate_step_graph(
     model,
     onnx_path,
@@ -76,7 +89,6 @@ def validate_step_graph(
     random_states: int = 2,
     seed: int = 0,
     golden_steps: Sequence[int] = (),
-    session=None,
 ) -> ValidationReport:
     """Teacher-forced parity of a step graph with ``model`` on ``tokens`` ``[P, seq_len]`` for ``steps``
     supervision steps (default ``halt_max_steps``), plus one step from ``random_states`` random states.
@@ -85,43 +97,39 @@ def validate_step_graph(
     cfg = model.config
     steps = steps or cfg.halt_max_steps
     tolerance = tolerance_for(precision)
-    session = session or ort_session(onnx_path)
-    with_puzzle = cfg.has_puzzle_table
     checks = {name: OutputCheck(name, tolerance) for name in STEP_OUTPUTS}
     per_step: dict[str, list[float]] = {name: [] for name in STEP_OUTPUTS}
     golden: dict[str, list[np.ndarray]] = {}
-
-    inputs = torch.as_tensor(np.asarray(tokens), dtype=torch.int32)
-    batch = inputs.shape[0]
-    ids = None if puzzle_ids is None else torch.as_tensor(np.asarray(puzzle_ids), dtype=torch.long)
-    with torch.no_grad():
-        puzzle = model.puzzle_embedding(ids, batch)
-        z_H, z_L = model.initial_state(batch)
-        for step in range(1, steps + 1):
-            feeds = _feeds(inputs, z_H, z_L, puzzle, with_puzzle=with_puzzle)
-            ref_t = model.step_embedded(inputs, z_H, z_L, puzzle)
-            ref, scales = [t.numpy() for t in ref_t], feed_scales(model, ref_t[0], ref_t[1])
-            got = session.run(list(STEP_OUTPUTS), feeds)
+    tokens = np.asarray(tokens, dtype=np.int32)
+    batch = len(tokens)
+    reference = TorchRuntime.from_model(model)
+    graph = graph_runtime(onnx_path, cfg, reference.initial_state(), precision=precision)
+    recursion = Recursion(reference, batch_size=batch, max_steps=steps, halt=False, refill=False, followers=[graph])
+    with reference, graph:
+        for result in recursion.steps(tokens, puzzle_ids):
+            step = int(result.steps[0])
+            ref = [result.outputs[name] for name in STEP_OUTPUTS]
+            got = [result.follower_outputs[0][name] for name in STEP_OUTPUTS]
+            scales = feed_scales(model, torch.from_numpy(ref[0]), torch.from_numpy(ref[1]))
             for name, g, r in zip(STEP_OUTPUTS, got, ref, strict=True):
                 checks[name].update(g, r, f"step {step}", scales[name])
                 per_step[name].append(error_ratio(g, r, scales[name], checks[name].tolerance))
             if step in golden_steps:
-                _record(golden, feeds, ref, scales, step)
-            z_H, z_L = ref_t[0], ref_t[1]  # teacher forcing
+                _record(golden, result.feeds, ref, scales, step)
+            if step == 1 and random_states:
+                first = dict(result.feeds)
 
         if random_states:
             generator = torch.Generator().manual_seed(seed)
             shape = (random_states, cfg.total_len, cfg.hidden_size)
-            z_H, z_L = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
-            rows = torch.arange(random_states) % batch
-            r_inputs = inputs[rows]
-            r_puzzle = None if puzzle is None else puzzle[rows]
-            feeds = _feeds(r_inputs, z_H, z_L, r_puzzle, with_puzzle=with_puzzle)
-            ref_t = model.step_embedded(r_inputs, z_H, z_L, r_puzzle)
-            ref, scales = [t.numpy() for t in ref_t], feed_scales(model, ref_t[0], ref_t[1])
-            got = session.run(list(STEP_OUTPUTS), feeds)
-            for name, g, r in zip(STEP_OUTPUTS, got, ref, strict=True):
-                checks[name].update(g, r, "random state", scales[name])
+            rows = np.arange(random_states) % batch
+            feeds = {name: value[rows] for name, value in first.items()}
+            feeds["z_H"] = torch.randn(shape, generator=generator).numpy()
+            feeds["z_L"] = torch.randn(shape, generator=generator).numpy()
+            ref_out, got_out = reference.step(feeds), graph.step(feeds)
+            scales = feed_scales(model, torch.from_numpy(ref_out["z_H_next"]), torch.from_numpy(ref_out["z_L_next"]))
+            for name in STEP_OUTPUTS:
+                checks[name].update(got_out[name], ref_out[name], "random state", scales[name])
     return ValidationReport("step", precision, list(checks.values()), steps=steps, puzzles=batch,
                             random_states=random_states, per_step_ratio=per_step,
                             golden={k: np.concatenate(v) for k, v in golden.items()})
@@ -160,20 +168,6 @@ def _record(golden: dict[str, list[np.ndarray]], feeds: dict[str, np.ndarray], r
     golden.setdefault("puzzle", []).append(np.arange(len(feeds["inputs"]), dtype=np.int32))
 
 
-def run_step_loop(session, inputs: np.ndarray, z_H: np.ndarray, z_L: np.ndarray, steps: int,
-                  puzzle: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Drive a step graph for ``steps`` steps in onnxruntime: final logits/q and per-step q."""
-    q_steps = []
-    logits = q_halt = None
-    for _ in range(steps):
-        feeds = {"inputs": inputs, "z_H": z_H, "z_L": z_L}
-        if puzzle is not None:
-            feeds["puzzle_embedding"] = puzzle
-        z_H, z_L, logits, q_halt = session.run(list(STEP_OUTPUTS), feeds)
-        q_steps.append(q_halt)
-    return {"logits": logits, "q_halt_logits": q_halt, "q_halt_logits_per_step": np.stack(q_steps, axis=1)}
-
-
 def validate_unrolled_graph(
     unrolled_path,
     step_path,
@@ -183,15 +177,22 @@ def validate_unrolled_graph(
     steps: int,
     puzzle_embedding: np.ndarray | None = None,
     precision: str = "fp32",
+    config: TRMConfig,
 ) -> ValidationReport:
-    """The unrolled graph must equal looping the (validated) step graph from the initial state."""
+    """The unrolled graph must equal looping the (validated) step graph of the model of ``config`` from the
+    initial state (the recursion core on onnxruntime, every step)."""
     tolerance = tolerance_for(precision)
     tokens = np.asarray(tokens, dtype=np.int32)
-    step_session = ort_session(step_path)
-    shape = tuple(d if isinstance(d, int) else len(tokens) for d in step_session.get_inputs()[1].shape)
-    z_H = np.ascontiguousarray(np.broadcast_to(initial_state[0], shape), dtype=np.float32)
-    z_L = np.ascontiguousarray(np.broadcast_to(initial_state[1], shape), dtype=np.float32)
-    ref = run_step_loop(step_session, tokens, z_H, z_L, steps, puzzle_embedding)
+    step_runtime = graph_runtime(step_path, config, initial_state, precision=precision)
+    q_steps = np.zeros((len(tokens), steps), np.float32)
+    ref: dict[str, np.ndarray] = {}
+    with step_runtime:
+        recursion = Recursion(step_runtime, batch_size=len(tokens), max_steps=steps, halt=False, refill=False)
+        for result in recursion.steps(tokens, puzzle_embeddings=puzzle_embedding):
+            q_steps[result.puzzles, int(result.steps[0]) - 1] = result.q_halt_logits
+            if result.done.all():
+                ref = {"logits": result.logits(), "q_halt_logits": result.q_halt_logits.copy()}
+    ref["q_halt_logits_per_step"] = q_steps
     feeds = {"inputs": tokens}
     if puzzle_embedding is not None:
         feeds["puzzle_embedding"] = puzzle_embedding

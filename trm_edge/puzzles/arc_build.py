@@ -24,6 +24,7 @@ from trm_edge.errors import ConfigError, DatasetError, choices
 from trm_edge.puzzles import arc
 from trm_edge.puzzles.common import Progress
 from trm_edge.puzzles.dataset import BLANK_IDENTIFIER, Split, write_dataset
+from trm_edge.puzzles.recipe import make_recipe
 
 RETRIES_FACTOR = 5  # draws per wanted augmentation before accepting fewer (as the official builder)
 TEST_PUZZLES_FILE = "test_puzzles.json"
@@ -128,8 +129,6 @@ def load_arc_tasks(options: ArcOptions) -> list[arc.ArcTask]:
 def build_arc(directory: str | os.PathLike, *, sources: list[str], train: int | None, test: int | None, seed: int,
               aug: int, options: dict[str, Any], force: bool = False, progress: Progress | None = None) -> dict:
     """Build an ARC dataset; ``train``/``test`` limit the numbers of non-test and test tasks."""
-    from trm_edge.puzzles.build import make_recipe
-
     opts = ArcOptions.from_dict(options)
     if sources:
         opts = ArcOptions(tuple(sources), opts.test_subset)

@@ -1,13 +1,9 @@
 """Build datasets: generate (Sudoku, Maze) or import (Sudoku/Maze CSV, ARC), augment, write.
 
 :func:`build_dataset` is the one entry point for the CLI, the trainer and the quantizer. Every
-dataset it writes carries a recipe (``recipe.json``)::
-
-    {"task": "sudoku", "options": {...}, "train": N, "test": M, "aug": K, "seed": S,
-     "source": [...] (imports only), "stats": {...} (informational)}
-
-and :func:`build_from_recipe` draws a fresh dataset from a recipe with another seed (what
-``trm-edge data build --like MODEL`` does with the recipe the trainer stored in a checkpoint).
+dataset it writes carries a recipe (``recipe.json``, :mod:`trm_edge.puzzles.recipe`), and
+:func:`build_from_recipe` draws a fresh dataset from a recipe with another seed (what ``trm-edge data
+build --like MODEL`` does with the recipe the trainer stored in a checkpoint).
 
 Generated splits use separate random streams, so the test set does not change when ``--train``
 does; augmentations (training split only, as the official builders do) use a third stream. Each
@@ -23,16 +19,15 @@ from typing import Any, Tuple  # a runtime tuple[...] alias needs Python 3.9
 
 import numpy as np
 
-from trm_edge import __version__
 from trm_edge.errors import DatasetError, PuzzleError, choices
 from trm_edge.puzzles import TASKS, maze, sudoku
 from trm_edge.puzzles.common import STREAMS, Progress, dihedral, item_random
 from trm_edge.puzzles.dataset import BLANK_IDENTIFIER, Split, write_dataset
+from trm_edge.puzzles.recipe import RECIPE_KEYS, make_recipe
 
 DEFAULT_SIZE = 1000  # generated puzzles per split when a size is not given
 AUG_STREAM = 3
 MAX_REDRAWS = 100  # redraws of a duplicate puzzle before concluding the space is too small
-RECIPE_KEYS = ("task", "options", "train", "test", "aug", "seed")
 
 
 def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None = None, test: int | None = None,
@@ -85,18 +80,6 @@ def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None 
     recipe = make_recipe(task, recipe_options, train=len(sets["train"][0]), test=len(sets["test"][0]), aug=aug,
                          seed=seed, source=sources or None, stats=_stats(task, sets))
     write_dataset(directory, splits, [BLANK_IDENTIFIER], recipe=recipe, force=force)
-    return recipe
-
-
-def make_recipe(task: str, options: dict[str, Any], *, train: int, test: int, aug: int, seed: int,
-                source: list[str] | None = None, stats: dict | None = None) -> dict[str, Any]:
-    recipe: dict[str, Any] = {"task": task, "options": options, "train": train, "test": test, "aug": aug,
-                              "seed": seed}
-    if source:
-        recipe["source"] = source
-    recipe["trm_edge_version"] = __version__
-    if stats:
-        recipe["stats"] = stats
     return recipe
 
 

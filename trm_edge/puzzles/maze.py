@@ -14,7 +14,7 @@ stripped of them.
 
 Codec interface (see :mod:`trm_edge.puzzles`): ``parse``, ``format_grid``, ``render``,
 ``to_tokens``, ``from_tokens``, ``decode``, ``is_valid``. The generator lives in
-:mod:`trm_edge.puzzles.maze_generator` (also reachable as :func:`generate`).
+:mod:`trm_edge.puzzles.maze_generator`.
 """
 
 from __future__ import annotations
@@ -330,11 +330,3 @@ def read_csv(path: str | os.PathLike, *, limit: int | None = None) -> MazeSet:
     shape = (len(puzzles), side or DEFAULT_SIZE, side or DEFAULT_SIZE)
     return MazeSet(np.array(puzzles, dtype=np.uint8).reshape(shape), np.array(answers, dtype=np.uint8).reshape(shape),
                    np.array(lengths, dtype=np.int32))
-
-
-def generate(n: int, *, seed: int, **kwargs) -> MazeSet:
-    """``n`` mazes with a unique shortest path: see :func:`trm_edge.puzzles.maze_generator.generate`
-    (options: ``MazeOptions(size, min_path, max_path, loops)``)."""
-    from trm_edge.puzzles.maze_generator import generate as draw_mazes
-
-    return draw_mazes(n, seed=seed, **kwargs)

@@ -5,7 +5,7 @@ Importing this package is cheap (no onnx, onnxruntime or NNCF until used). The A
 
 - ``quantize_bundle(bundle, output, options=QuantizeOptions(...), *, force=False, log=None) -> QuantizeResult``
 - ``QuantizeOptions`` (precision, backend, method, calibration source and sizes, max_drop, exclude, ...)
-- ``Precision``, ``Backend``, ``Method`` (enums), ``Int8Spec.from_target(target)``
+- ``Precision``, ``Backend``, ``Method`` (enums), ``int8_format(target)`` (the target's ``Int8Format``, checked)
 - calibration: ``load_calibration``, ``record`` (float32 trajectories + per-step ranges), ``StateReader``
   (the ``CalibrationReader`` protocol: ``get_next``/``rewind``, iterable), ``StepRanges``
 """
@@ -21,7 +21,7 @@ _LAZY = {
     "Precision": "trm_edge.quantize.formats",
     "Backend": "trm_edge.quantize.formats",
     "Method": "trm_edge.quantize.formats",
-    "Int8Spec": "trm_edge.quantize.formats",
+    "int8_format": "trm_edge.quantize.formats",
     "CalibrationData": "trm_edge.quantize.calibration",
     "CalibrationReader": "trm_edge.quantize.calibration",
     "StateReader": "trm_edge.quantize.calibration",

@@ -1,8 +1,9 @@
 """INT8 backends on the bundle's ONNX step graph: onnxruntime.quantization (``ort``) and NNCF (``nncf``).
 
-Both take the prepared float graph, the target's :class:`Int8Spec`, the calibration (ranges for ``ort``, the
-recursion-aware feeds for ``nncf``, which computes its own statistics from them) and the nodes to keep float,
-and return a Q/DQ graph in which only the weight GEMMs' inputs are quantized.
+Both take the prepared float graph, the target's INT8 format (:class:`trm_edge.targets.profile.Int8Format`),
+the calibration (ranges for ``ort``, the recursion-aware feeds for ``nncf``, which computes its own statistics
+from them) and the nodes to keep float, and return a Q/DQ graph in which only the weight GEMMs' inputs are
+quantized.
 """
 
 from __future__ import annotations
@@ -14,32 +15,33 @@ from typing import Any
 import onnx
 
 from trm_edge.errors import QuantizationError, RuntimeUnavailableError
-from trm_edge.quantize.formats import Backend, Int8Spec, Method
+from trm_edge.quantize.formats import Backend, Method, ort_arguments
 from trm_edge.quantize.graph import flatten_qdq_matmuls, float_for_float_consumers, int8_nodes, retype_activations
 from trm_edge.quiet import third_party_output
+from trm_edge.targets.profile import Int8Format
 
 
-def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend, method: Method,
+def quantize_int8(prepared: onnx.ModelProto, fmt: Int8Format, *, backend: Backend, method: Method,
                   ranges: dict[str, tuple[float, float]] | None = None, reader: Any = None,
                   exclude: list[str] | tuple[str, ...] = (), attention: bool = False
                   ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The quantized graph and what was done (tool, settings, nodes quantized/kept float). ``attention`` also
     quantizes the attention MatMuls (q @ k^T, weights @ v; onnxruntime only)."""
-    check_backend(backend, spec, attention=attention)
+    check_backend(backend, fmt, attention=attention)
     excluded = set(exclude)
-    targets = [n.name for n in int8_nodes(prepared, spec.quantize_ops, attention=attention)]
+    targets = [n.name for n in int8_nodes(prepared, fmt.quantize_ops, attention=attention)]
     if backend is Backend.ORT:
         if ranges is None:
             raise QuantizationError("the ort backend needs calibration ranges")
-        model = _ort(prepared, spec, ranges, targets, sorted(excluded), attention)
+        model = _ort(prepared, fmt, ranges, targets, sorted(excluded), attention)
         tool = _version("onnxruntime")
     else:
         if reader is None:
             raise QuantizationError("the nncf backend needs the calibration feeds")
-        model, tool = _nncf(prepared, spec, reader, method, sorted(excluded))
+        model, tool = _nncf(prepared, fmt, reader, method, sorted(excluded))
     quantized = {n for n in targets if n not in excluded}
-    rewired = float_for_float_consumers(model, quantized) if spec.format == "qdq" else 0
-    flattened = flatten_qdq_matmuls(model) if spec.matmul_2d else 0
+    rewired = float_for_float_consumers(model, quantized) if fmt.format == "qdq" else 0
+    flattened = flatten_qdq_matmuls(model) if fmt.matmul_2d else 0
     from trm_edge.export.passes import dedupe_initializers
 
     merged = dedupe_initializers(model)  # e.g. equal per-channel zero-point vectors of same-shaped weights
@@ -50,7 +52,7 @@ def quantize_int8(prepared: onnx.ModelProto, spec: Int8Spec, *, backend: Backend
     return model, info
 
 
-def check_backend(backend: Backend, spec: Int8Spec, *, attention: bool = False) -> None:
+def check_backend(backend: Backend, fmt: Int8Format, *, attention: bool = False) -> None:
     """The backend is installed, writes the target's format and quantizes what is asked (checked before any
     calibration)."""
     from importlib.util import find_spec
@@ -62,8 +64,8 @@ def check_backend(backend: Backend, spec: Int8Spec, *, attention: bool = False) 
     if find_spec("nncf") is None:
         raise RuntimeUnavailableError("the nncf backend needs NNCF: pip install 'trm-edge[nncf]' "
                                       "(or use --backend ort)")
-    if spec.format != "qdq":
-        raise QuantizationError(f"the nncf backend writes Q/DQ graphs; target {spec.target!r} wants {spec.format!r}")
+    if fmt.format != "qdq":
+        raise QuantizationError(f"the nncf backend writes Q/DQ graphs; the target's INT8 format is {fmt.format!r}")
 
 
 def _version(package: str) -> str:
@@ -75,7 +77,7 @@ def _version(package: str) -> str:
         return package
 
 
-def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[float, float]], nodes: list[str],
+def _ort(prepared: onnx.ModelProto, fmt: Int8Format, ranges: dict[str, tuple[float, float]], nodes: list[str],
          exclude: list[str], attention: bool) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationMethod, quantize_static, save_tensors_data
 
@@ -83,7 +85,7 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
 
     # The nodes are named because MatMulConstBOnly alone still hands attention's q @ k^T to the quantizer
     # (onnxruntime 1.32).
-    args = spec.ort_arguments(attention=attention)
+    args = ort_arguments(fmt, attention=attention)
     with tempfile.TemporaryDirectory(prefix="trm-edge-quant-") as tmp:
         src, dst, cache = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         onnx.save(prepared, str(src))
@@ -99,7 +101,7 @@ def _ort(prepared: onnx.ModelProto, spec: Int8Spec, ranges: dict[str, tuple[floa
         return onnx.load(str(dst))
 
 
-def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method,
+def _nncf(prepared: onnx.ModelProto, fmt: Int8Format, reader: Any, method: Method,
           exclude: list[str]) -> tuple[onnx.ModelProto, str]:
     import nncf
     from nncf.common.quantization.structs import QuantizationScheme
@@ -115,26 +117,26 @@ def _nncf(prepared: onnx.ModelProto, spec: Int8Spec, reader: Any, method: Method
                  Method.ENTROPY: RangeEstimatorParametersSet.HISTOGRAM}[method]
     symmetric, asymmetric = QuantizationScheme.SYMMETRIC, QuantizationScheme.ASYMMETRIC
     params = AdvancedQuantizationParameters(
-        overflow_fix=OverflowFix.ENABLE if spec.reduce_range else OverflowFix.DISABLE,
+        overflow_fix=OverflowFix.ENABLE if fmt.reduce_range else OverflowFix.DISABLE,
         disable_bias_correction=True,  # the GEMMs have no bias, and step-k feeds are not i.i.d. samples
         activations_quantization_params=QuantizationParameters(
-            mode=symmetric if spec.symmetric_activations else asymmetric),
+            mode=symmetric if fmt.symmetric_activations else asymmetric),
         weights_quantization_params=QuantizationParameters(
-            mode=symmetric if spec.symmetric_weights else asymmetric, per_channel=spec.per_channel),
+            mode=symmetric if fmt.symmetric_weights else asymmetric, per_channel=fmt.per_channel),
         activations_range_estimator_params=estimator,
     )
-    quantize_types = set(spec.quantize_ops)
+    quantize_types = set(fmt.quantize_ops)
     other_types = sorted({n.op_type for n in prepared.graph.node} - quantize_types)
     items = list(reader)
     scope = nncf.IgnoredScope(names=list(exclude), types=other_types, validate=False)
     try:
         with third_party_output():
-            preset = (nncf.QuantizationPreset.PERFORMANCE if spec.symmetric_activations
+            preset = (nncf.QuantizationPreset.PERFORMANCE if fmt.symmetric_activations
                       else nncf.QuantizationPreset.MIXED)
             model = nncf.quantize(prepared, nncf.Dataset(items), subset_size=len(items), preset=preset,
                                   ignored_scope=scope, advanced_parameters=params)
     except Exception as error:  # NNCF raises many internal types; report it as one line
         raise QuantizationError(f"NNCF quantization failed: {type(error).__name__}: "
                                 f"{' '.join(str(error).split())[:300]}") from None
-    retype_activations(model, spec.activations)  # NNCF stores activations as int8; shifting to u8 is exact
+    retype_activations(model, fmt.activations)  # NNCF stores activations as int8; shifting to u8 is exact
     return model, _version("nncf")

@@ -6,9 +6,10 @@ calibration sees only the feeds it is given, so the feeds here are ``(inputs, z_
 step of the calibration puzzles' float32 trajectories, recorded from the float bundle through the runtime.
 
 Pieces: :class:`CalibrationData` (puzzles, split into calibration / validation / held-out evaluation, with the
-recipe that drew them), :func:`collect_trajectories` (the float32 states), the :class:`CalibrationReader`
-protocol (onnxruntime's ``get_next`` plus ``rewind``; NNCF takes it as an iterable) and :class:`StateReader`,
-and :func:`step_ranges` (per-step min/max of every quantized tensor, computed inside the graph).
+recipe that drew them), :func:`record` (the float32 states fed to every step, and in the same pass
+:class:`StepRanges`, the per-step min/max of every quantized tensor computed inside the graph), the
+:class:`CalibrationReader` protocol (onnxruntime's ``get_next`` plus ``rewind``; NNCF takes it as an iterable) and
+:class:`StateReader`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from trm_edge.errors import QuantizationError, TrmEdgeError
+from trm_edge.bundle.store import Bundle
+from trm_edge.errors import QuantizationError, RuntimeUnavailableError, TrmEdgeError
 from trm_edge.quiet import third_party_output
 
 MIN_CALIBRATION_PUZZLES = 16  # fewer cannot represent a puzzle distribution's activation ranges
@@ -39,7 +41,7 @@ class CalibrationData:
     ``calibration``: their trajectories give the activation ranges. ``validation``: accuracy control measures
     exact accuracy on them (``--max-drop``). ``evaluation``: held out from both, for the parity report."""
 
-    calibration: Any  # trm_edge.runtimes.evaluate.Examples
+    calibration: Any  # trm_edge.puzzles.examples.Examples
     validation: Any | None
     evaluation: Any | None
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +67,7 @@ def load_calibration(bundle, *, calib_dir: str | Path | None = None, task: str |
     test split held out) or drawn from the task's generator (``task``). Refuses data of another task or shape
     and fewer than ``min_puzzles`` calibration puzzles."""
     from trm_edge.puzzles.dataset import read_recipe
-    from trm_edge.runtimes.evaluate import read_examples
+    from trm_edge.puzzles.examples import read_examples
 
     config = bundle.config
     if (calib_dir is None) == (task is None):
@@ -75,7 +77,7 @@ def load_calibration(bundle, *, calib_dir: str | Path | None = None, task: str |
     if task is not None:
         if task != bundle.task:
             raise QuantizationError(f"--calib-task {task!r} does not match the bundle's task {bundle.task!r}")
-        model_recipe = bundle.manifest.get("data_recipe")  # the training data's recipe, when export carries it
+        model_recipe = bundle.manifest.data_recipe  # the training data's recipe, when export carries it
         if not (isinstance(model_recipe, dict) and model_recipe.get("task") == task):
             model_recipe = None
         with tempfile.TemporaryDirectory(prefix="trm-edge-calib-") as tmp:
@@ -117,7 +119,7 @@ def load_calibration(bundle, *, calib_dir: str | Path | None = None, task: str |
 
 
 def _rows(examples, start: int, stop: int):
-    from trm_edge.runtimes.evaluate import Examples
+    from trm_edge.puzzles.examples import Examples
 
     stop = min(stop, len(examples))
     if stop <= start:
@@ -173,70 +175,55 @@ class Trajectories:
         return out
 
 
-def record(model: onnx.ModelProto, bundle, examples, *, tensors: Sequence[str] = (), channels: Sequence[str] = (),
-           max_steps: int | None = None, halt: bool = False, threshold: float = 0.0, batch_size: int = 16,
-           threads: int = 0) -> tuple[Trajectories, StepRanges | None]:
-    """Run the float32 step graph ``model`` (the bundle's, or its exact prepared form) over ``examples`` from the
-    bundle's initial state, recording the state fed to each supervision step and, in the same pass, the min/max
-    of ``tensors`` at each step (reductions added to the graph, so no activation leaves the session).
+def record(model: onnx.ModelProto, bundle: Bundle, examples, *, tensors: Sequence[str] = (),
+           channels: Sequence[str] = (), max_steps: int | None = None, halt: bool = False, threshold: float = 0.0,
+           batch_size: int = 16, threads: int = 0) -> tuple[Trajectories, StepRanges | None]:
+    """Run the float32 step graph ``model`` (the bundle's, or its exact prepared form) over ``examples`` through the
+    recursion core, recording the state fed to each supervision step and, in the same pass, the min/max of
+    ``tensors`` at each step (reductions added to the graph, so no activation leaves the session).
 
-    ``halt=True`` follows the runtime's early exit: a puzzle stops contributing after the first step whose
-    ``q_halt_logits > threshold``. Default: every puzzle runs all ``halt_max_steps`` steps (the official
-    evaluation), which also covers every state a halting runtime meets."""
-    import onnxruntime as ort
+    ``halt=True`` follows the runtime's early exit: a puzzle stops contributing after the step the halting rule
+    stops it at ``threshold``. Default: every puzzle runs all ``halt_max_steps`` steps (the official evaluation),
+    which also covers every state a halting runtime meets."""
+    from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
+    from trm_edge.runtimes.recursion import Recursion
+    from trm_edge.runtimes.sources import bundle_source
 
     config = bundle.config
     steps = max_steps or config.halt_max_steps
     tensors, channels = list(tensors), list(channels)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    # The default order runs the appended reductions last, keeping every measured activation of the step alive
-    # until then: 1.87 GB instead of 0.65 GB for one arc-agi-1 step at batch 4 (benchmarks/pipeline_cost.py).
-    so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    try:
-        session = ort.InferenceSession(range_model(model, tensors, channels).SerializeToString(), so,
-                                       providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime's own exception types
-        raise QuantizationError(f"onnxruntime cannot load the calibration graph: "
-                                f"{' '.join(str(error).split())[:300]}") from None
-    graph_inputs = {i.name for i in session.get_inputs()}
     range_names = [f"__range_{op}_{i}" for i in range(len(tensors)) for op in ("ReduceMin", "ReduceMax")]
     channel_names = [f"__channels_{op}_{i}" for i in range(len(channels)) for op in ("ReduceMin", "ReduceMax")]
-    names = ["z_H_next", "z_L_next", "q_halt_logits", *range_names, *channel_names]
-    n_ranges = len(range_names)
     channel_low: dict[str, list[list[np.ndarray]]] = {t: [[] for _ in range(steps)] for t in channels}
     channel_high: dict[str, list[list[np.ndarray]]] = {t: [[] for _ in range(steps)] for t in channels}
-    inputs = np.asarray(examples.inputs, np.int32)
-    n = len(inputs)
-    table = None
-    if "puzzle_embedding" in graph_inputs:
-        ids = np.zeros(n, np.int64) if examples.puzzle_identifiers is None else examples.puzzle_identifiers
-        table = bundle.puzzle_embedding([int(i) for i in np.asarray(ids).reshape(-1)])
     low = np.full((steps, len(tensors)), np.inf, np.float32)
     high = np.full((steps, len(tensors)), -np.inf, np.float32)
     parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(steps)]
-    for start in range(0, n, batch_size):
-        live = np.arange(start, min(n, start + batch_size))
-        h, lo = bundle.initial_states(len(live))
-        for k in range(steps):
-            parts[k].append((h, lo, live))
-            feeds = {"inputs": inputs[live], "z_H": h, "z_L": lo}
-            if table is not None:
-                feeds["puzzle_embedding"] = table[live]
-            out = session.run(names, feeds)
-            h, lo, q = out[0], out[1], np.asarray(out[2]).reshape(-1)
-            if tensors:
-                low[k] = np.minimum(low[k], np.array(out[3:3 + n_ranges:2], np.float32))
-                high[k] = np.maximum(high[k], np.array(out[4:3 + n_ranges:2], np.float32))
-            for i, t in enumerate(channels):
-                channel_low[t][k].append(out[3 + n_ranges + 2 * i])
-                channel_high[t][k].append(out[4 + n_ranges + 2 * i])
-            if halt:
-                going = q <= threshold
-                live, h, lo = live[going], h[going], lo[going]
-                if not len(live):
-                    break
+    inputs = np.asarray(examples.inputs, np.int32)
+    ids = None if examples.puzzle_identifiers is None else np.asarray(examples.puzzle_identifiers).reshape(-1)
+    with tempfile.TemporaryDirectory(prefix="trm-edge-ranges-") as tmp:
+        graph = Path(tmp) / "ranges.onnx"
+        graph.write_bytes(range_model(model, tensors, channels).SerializeToString())
+        runtime = OnnxRuntime(bundle_source(bundle.with_step_graph(graph, precision="fp32")), device="cpu",
+                              options=OrtOptions(intra_op_threads=threads, priority_order=True),
+                              extra_outputs=[*range_names, *channel_names])
+        recursion = Recursion(runtime, batch_size=batch_size, max_steps=steps, halt=halt, threshold=threshold,
+                              refill=False, keep_state=True)
+        try:
+            with runtime:
+                for result in recursion.steps(inputs, ids):
+                    k, out = int(result.steps[0]) - 1, result.outputs  # no refill: one step per batch
+                    parts[k].append((result.feeds["z_H"], result.feeds["z_L"], result.puzzles))
+                    if tensors:
+                        low[k] = np.minimum(low[k], np.array([out[n] for n in range_names[::2]], np.float32).ravel())
+                        high[k] = np.maximum(high[k], np.array([out[n] for n in range_names[1::2]],
+                                                               np.float32).ravel())
+                    for i, t in enumerate(channels):
+                        channel_low[t][k].append(out[channel_names[2 * i]])
+                        channel_high[t][k].append(out[channel_names[2 * i + 1]])
+        except RuntimeUnavailableError as error:
+            raise QuantizationError(f"onnxruntime cannot load the calibration graph: {error}") from None
+    table = runtime.puzzle_embedding(np.zeros(len(inputs), np.int64) if ids is None else ids)
     last = max((k for k in range(steps) if parts[k]), default=-1) + 1
     z_H = [np.concatenate([p[0] for p in parts[k]]) for k in range(last)]
     z_L = [np.concatenate([p[1] for p in parts[k]]) for k in range(last)]

@@ -1,8 +1,8 @@
 """Running candidate graphs through the project's runtime and solver (onnxruntime, CPU): exact accuracy for
 accuracy control, and teacher-forced disagreement on recorded states for ranking.
 
-A candidate graph is not a bundle yet; :class:`GraphBundle` presents "the source bundle with this step graph"
-to the onnxruntime adapter, so candidates run through exactly the code path a user's bundle does.
+A candidate graph is not a bundle yet; ``Bundle.with_step_graph`` presents "the source bundle with this step graph",
+so candidates run through exactly the code path a user's bundle does.
 """
 
 from __future__ import annotations
@@ -12,35 +12,24 @@ from typing import Any
 
 import numpy as np
 
-
-class GraphBundle:
-    """A bundle whose step graph is replaced by ``graph_path`` (everything else delegates to ``bundle``)."""
-
-    def __init__(self, bundle, graph_path: str | Path, *, precision: str) -> None:
-        self._bundle = bundle
-        self.step_graph_path = Path(graph_path)
-        self.precision = precision
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bundle, name)
+from trm_edge.bundle.store import Bundle
 
 
-def open_runtime(bundle, graph_path: str | Path | None = None, *, precision: str | None = None, threads: int = 0):
+def open_runtime(bundle: Bundle, graph_path: str | Path | None = None, *, precision: str | None = None,
+                 threads: int | None = None):
     """An onnxruntime Runtime (CPU) on ``bundle``, or on ``bundle`` with another step graph."""
-    from trm_edge.runtimes.base import ModelSource
-    from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
+    from trm_edge.runtimes.ort import OnnxRuntime
+    from trm_edge.runtimes.sources import bundle_source
 
-    precision = precision or bundle.precision
-    source_bundle = bundle if graph_path is None else GraphBundle(bundle, graph_path, precision=precision)
-    source = ModelSource(kind="bundle", path=Path(bundle.path), config=bundle.config, task=bundle.task,
-                         bundle=source_bundle, target=bundle.target, precision=precision)
-    return OnnxRuntime(source, device="cpu", options=OrtOptions(intra_op_threads=threads))
+    if graph_path is not None:
+        bundle = bundle.with_step_graph(graph_path, precision=precision or bundle.precision)
+    return OnnxRuntime(bundle_source(bundle), device="cpu", threads=threads or None)
 
 
 def exact_accuracy(runtime, examples, *, halt: bool, batch_size: int = 16, max_steps: int | None = None
                    ) -> tuple[float, Any]:
     """Exact accuracy of ``runtime`` on labelled ``examples`` (the solver's answers) and the solver output."""
-    from trm_edge.runtimes.evaluate import accuracy
+    from trm_edge.runtimes.accuracy import accuracy
     from trm_edge.runtimes.solver import Solver
 
     out = Solver(runtime, batch_size=batch_size, max_steps=max_steps, halt=halt).run(

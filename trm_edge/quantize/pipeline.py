@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trm_edge.errors import OutputExistsError, QuantizationError, choices
-from trm_edge.quantize.formats import Backend, Int8Spec, Method, Precision, parse_enum
+from trm_edge.errors import OutputExistsError, QuantizationError, RuntimeUnavailableError, choices
+from trm_edge.quantize.formats import Backend, Method, Precision, default_method, int8_format, parse_enum
+from trm_edge.targets.profile import Int8Format
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -34,7 +35,7 @@ class QuantizeOptions:
 
     precision: Precision = Precision.INT8
     backend: Backend = Backend.ORT
-    method: Method | None = None  # activation ranges (None: the format's default, Int8Spec.default_method)
+    method: Method | None = None  # activation ranges (None: the format's default, formats.default_method)
     calib_dir: str | None = None  # a dataset directory (train split: calibration + validation; test: held out)
     calib_task: str | None = None  # or draw puzzles of this task with its generator
     calib_n: int | None = None  # calibration puzzles (x halt_max_steps states each); default: default_puzzles
@@ -113,14 +114,14 @@ class QuantizeResult:
 def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOptions | None = None, *,
                     force: bool = False, log: Callable[[str], None] | None = None) -> QuantizeResult:
     """Quantize the fp32 bundle ``bundle`` into the new bundle ``output`` (see the module docstring)."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
     from trm_edge.targets import get_target
 
     options = options or QuantizeOptions()
     log = log or (lambda line: None)
     started = time.perf_counter()
     src = load_bundle(bundle)
-    if src.precision != "fp32" or src.manifest.get("quantization"):
+    if src.precision != "fp32" or src.manifest.quantization:
         raise QuantizationError(f"bundle {str(src.path)!r} is already quantized (precision {src.precision!r}); "
                                 "quantize the fp32 bundle it came from")
     output = Path(output)
@@ -146,16 +147,16 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
 # -- INT8 ----------------------------------------------------------------------------------------------------
 
 
-def _preflight(prepared: onnx.ModelProto, spec: Int8Spec, backend: Backend, tensors: list[str],
+def _preflight(prepared: onnx.ModelProto, fmt: Int8Format, backend: Backend, tensors: list[str],
                excluded: list[str], attention: bool) -> None:
     """Fail in seconds what would otherwise fail after minutes of calibration: the backend is installed, and
     (onnxruntime) the graph quantizes in this format, tried with placeholder ranges on a copy."""
     from trm_edge.quantize.backends import check_backend, quantize_int8
 
-    check_backend(backend, spec, attention=attention)
+    check_backend(backend, fmt, attention=attention)
     if backend is Backend.ORT:
         placeholder = dict.fromkeys(tensors, (-1.0, 1.0))
-        quantize_int8(copy.deepcopy(prepared), spec, backend=backend, method=Method.MINMAX, ranges=placeholder,
+        quantize_int8(copy.deepcopy(prepared), fmt, backend=backend, method=Method.MINMAX, ranges=placeholder,
                       exclude=excluded, attention=attention)
 
 
@@ -166,15 +167,15 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     from trm_edge.quantize.evaluate import StateProbe, exact_accuracy, open_runtime
     from trm_edge.quantize.graph import node_groups, prepare, resolve_excludes, smooth_swiglu, swiglu_pairs
 
-    spec = Int8Spec.from_target(target)
-    method = options.method or spec.default_method
+    fmt = int8_format(target)
+    method = options.method or default_method(fmt)
     if options.backend is Backend.NNCF and method is Method.ENTROPY:
         raise QuantizationError("--method entropy is onnxruntime's (--backend ort); NNCF offers minmax and "
                                 "percentile")
     prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
-    excluded = resolve_excludes(prepared, list(options.exclude), spec.quantize_ops)
-    tensors = quantized_inputs(prepared, spec.quantize_ops, attention=options.attention_int8)
-    _preflight(prepared, spec, options.backend, tensors, excluded, options.attention_int8)
+    excluded = resolve_excludes(prepared, list(options.exclude), fmt.quantize_ops)
+    tensors = quantized_inputs(prepared, fmt.quantize_ops, attention=options.attention_int8)
+    _preflight(prepared, fmt, options.backend, tensors, excluded, options.attention_int8)
     data = load_calibration(src, calib_dir=options.calib_dir, task=options.calib_task,
                             n=options.calibration_puzzles(src.config), val_n=options.validation_puzzles,
                             eval_n=options.evaluation_puzzles(src.config), seed=options.seed)
@@ -186,7 +187,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
                                     f"--max-drop {options.max_drop} needs at least {need} (--val-n)")
     steps = options.calib_steps or src.config.halt_max_steps
     batch = options.batch(src.config)
-    pairs = swiglu_pairs(prepared, spec.quantize_ops) if options.smooth is not None else []
+    pairs = swiglu_pairs(prepared, fmt.quantize_ops) if options.smooth is not None else []
     log(f"calibration: {len(data.calibration)} puzzles x {steps} supervision steps of float32 trajectories "
         f"({'with' if options.calib_halt else 'without'} halting), {len(tensors)} activation tensors")
     trajectories, step_ranges = record(prepared, src, data.calibration, tensors=tensors, max_steps=steps,
@@ -215,13 +216,13 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     last: dict[str, Any] = {}
 
     def build(nodes: list[str]) -> onnx.ModelProto:
-        model, last["info"] = quantize_int8(prepared, spec, backend=options.backend, method=method,
+        model, last["info"] = quantize_int8(prepared, fmt, backend=options.backend, method=method,
                                             ranges=ranges, reader=reader, exclude=nodes,
                                             attention=options.attention_int8)
         last["excluded"] = list(nodes)
         return model
 
-    log(f"quantizing with {options.backend.value} as {spec.label} ({target.name})")
+    log(f"quantizing with {options.backend.value} as {fmt.label} ({target.name})")
     control_info = None
     if options.max_drop is None:
         model = build(excluded)
@@ -246,16 +247,16 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
             with open_runtime(src, save(model), precision="int8") as rt:
                 return probe.disagreement(rt)
 
-        groups = node_groups(prepared, spec.quantize_ops)
+        groups = node_groups(prepared, fmt.quantize_ops)
         model, control_info = ac.control(groups=groups, build=build, exact=exact, score=score,
                                          float_accuracy=float_acc, max_drop=options.max_drop,
                                          base_excluded=excluded, log=log)
     excluded, backend_info = last["excluded"], last["info"]  # the chosen candidate is the last one built
-    groups = node_groups(prepared, spec.quantize_ops)
+    groups = node_groups(prepared, fmt.quantize_ops)
     float_groups = [g.name for g in groups if set(g.nodes) <= set(excluded)]
     info = {
         "precision": "int8",
-        "format": spec.to_dict(),
+        "format": {"target": target.name, **fmt.to_dict(), "label": fmt.label},
         "backend": backend_info,
         "method": method.value,
         "attention_int8": options.attention_int8,
@@ -324,57 +325,50 @@ def _check(model: onnx.ModelProto, target, precision: Precision) -> None:
 
 def _write(src, model: onnx.ModelProto, info: dict, extra: dict, output: Path, options: QuantizeOptions, *,
            force: bool, log) -> QuantizeResult:
-    from trm_edge.export import bundle as B
+    from trm_edge.bundle import store as B
     from trm_edge.export.passes import save_model
     from trm_edge.io import atomic_directory
 
     precision = info["precision"]
-    manifest = copy.deepcopy(src.manifest)
-    step_rel = src.graphs["step"]["file"]
-    skip = {step_rel, *(f for f in src.manifest["files"] if f.startswith(step_rel + "."))}
+    src_files = src.manifest.files
+    step_rel = src.manifest.graph_file("step")
+    skip = {step_rel, *(f for f in src_files if f.startswith(step_rel + "."))}
     dropped = [k for k in src.graphs if k != "step"]
     for kind in dropped:  # only the step graph is quantized; an unrolled float graph would contradict precision
         skip.add(src.graphs[kind]["file"])
-        skip |= {f for f in src.manifest["files"] if f.startswith(src.graphs[kind]["file"] + ".")}
-        manifest["graphs"].pop(kind)
+        skip |= {f for f in src_files if f.startswith(src.graphs[kind]["file"] + ".")}
     with atomic_directory(output, force=force) as tmp:
-        for rel in src.manifest["files"]:
+        for rel in src_files:
             if rel not in skip and rel != B.GOLDEN_FILE:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src.path / rel, tmp / rel)
         files = save_model(model, tmp / step_rel)
-        float_bytes = sum((src.path / f).stat().st_size for f in src.manifest["files"]
+        float_bytes = sum((src.path / f).stat().st_size for f in src_files
                           if f == step_rel or f.startswith(step_rel + "."))
         quant_bytes = sum(f.stat().st_size for f in files)
-        manifest["precision"] = precision
-        manifest["graphs"]["step"] = {**manifest["graphs"]["step"], "bytes": quant_bytes, "precision": precision,
-                                      "nodes": len(model.graph.node)}
+        step = {**src.graphs["step"], "bytes": quant_bytes, "precision": precision, "nodes": len(model.graph.node)}
         info["sizes"] = {"float_step_bytes": float_bytes, "step_bytes": quant_bytes,
                          "ratio": round(quant_bytes / float_bytes, 4)}
         if dropped:
             info["graphs_dropped"] = dict.fromkeys(dropped, "only the step graph is quantized")
         if extra.get("calibration"):
             (tmp / CALIBRATION_FILE).write_text(json.dumps(extra["calibration"]) + "\n")
-        manifest["quantization"] = info
         golden_info = _golden(src, tmp / step_rel, tmp / B.GOLDEN_FILE, precision, dropped)
-        if golden_info:
-            manifest["golden"] = {**manifest["golden"], **golden_info}
-        else:
-            manifest.pop("golden", None)
+        manifest = src.manifest.replace(precision=precision, graphs={"step": step}, quantization=info,
+                                        golden={**src.manifest.golden, **golden_info} if golden_info else None)
         B.write_manifest(tmp, manifest)
         out = B.load_bundle(tmp)
         verify = _verify(out, precision)
         info["verify"] = verify
         report: dict[str, Any] = {}
         if options.report:
-            report = _report(src, out, info, extra, options, log)
-            (tmp / "parity.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
-            from trm_edge.quantize.report import plot
+            from trm_edge.quantize.report import REPORT_JSON, REPORT_PNG, plot
 
-            plot(report, tmp / "parity.png")
-            info["report"] = {"json": "parity.json", "png": "parity.png"}
-        manifest["quantization"] = info
-        B.write_manifest(tmp, manifest)
+            report = _report(src, out, info, extra, options, log)
+            (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+            plot(report, tmp / REPORT_PNG)
+            info["report"] = {"json": REPORT_JSON, "png": REPORT_PNG}
+        B.write_manifest(tmp, manifest.replace(quantization=info))
     log(f"wrote {output} ({precision}, step graph {quant_bytes / 1e6:.2f} MB = "
         f"{info['sizes']['ratio']:.2f} x fp32)")
     return QuantizeResult(output, precision, info, report)
@@ -383,26 +377,22 @@ def _write(src, model: onnx.ModelProto, info: dict, extra: dict, output: Path, o
 def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[str]) -> dict[str, Any] | None:
     """The bundle's golden step feeds with *this* graph's outputs (onnxruntime, CPU) and, under ``fp32.`` keys,
     the float32 graph's: ``trm-edge verify`` on the device holds any runtime's kernels to float32, within a
-    margin of how far onnxruntime's lie from it (runtimes.evaluate.verify_golden)."""
-    if not src.manifest.get("golden"):
+    margin of how far onnxruntime's lie from it (runtimes.verify.verify_golden)."""
+    if not src.manifest.golden:
         return None
     import onnxruntime as ort
 
-    golden = {k: v for k, v in src.golden().items() if not any(k.startswith(d + ".") for d in dropped)}
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime's own types
-        raise QuantizationError(f"onnxruntime cannot run the {precision} graph on this CPU: "
-                                f"{' '.join(str(error).split())[:200]}") from None
-    names = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    feeds = {n: golden[n] for n in names}
-    values = session.run(outputs, feeds)
-    from trm_edge.export.tolerances import FLOAT_PREFIX, REFERENCE_MARGIN, tolerance_for
+    from trm_edge.bundle.contract import input_names
+    from trm_edge.bundle.tolerances import FLOAT_PREFIX, REFERENCE_MARGIN, tolerance_for
+    from trm_edge.quantize.evaluate import open_runtime
 
-    for name, value in zip(outputs, values, strict=True):
+    golden = {k: v for k, v in src.golden().items() if not any(k.startswith(d + ".") for d in dropped)}
+    try:
+        with open_runtime(src, graph, precision=precision) as runtime:
+            outputs = runtime.step({n: golden[n] for n in input_names(src.config)})
+    except RuntimeUnavailableError as error:
+        raise QuantizationError(f"onnxruntime cannot run the {precision} graph on this CPU: {error}") from None
+    for name, value in outputs.items():
         if name in golden:
             golden[FLOAT_PREFIX + name] = golden[name]
         golden[name] = value
@@ -414,10 +404,10 @@ def _golden(src, graph: Path, golden_path: Path, precision: str, dropped: list[s
 
 
 def _verify(bundle, precision: str) -> dict[str, Any] | None:
-    if not bundle.manifest.get("golden"):
+    if not bundle.manifest.golden:
         return None
     from trm_edge.quantize.evaluate import open_runtime
-    from trm_edge.runtimes.evaluate import raise_if_failed, verify_golden
+    from trm_edge.runtimes.verify import raise_if_failed, verify_golden
 
     with open_runtime(bundle) as rt:
         result = verify_golden(rt, bundle.golden(), precision=precision)
@@ -426,9 +416,9 @@ def _verify(bundle, precision: str) -> dict[str, Any] | None:
 
 
 def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) -> dict[str, Any]:
+    from trm_edge.puzzles.examples import random_inputs
     from trm_edge.quantize.evaluate import open_runtime
     from trm_edge.quantize.report import parity, throughput
-    from trm_edge.runtimes.evaluate import random_inputs
 
     report: dict[str, Any] = {
         "precision": info["precision"],

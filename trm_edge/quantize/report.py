@@ -25,7 +25,8 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
     """Accuracy, answers, halting (at ``threshold``, default the float model's calibrated one) and per-step
     divergence on labelled held-out ``examples``; and the throughput section measured by its teacher-forced pass
     (None without a full batch of ``batch_size``)."""
-    from trm_edge.runtimes.evaluate import evaluate, free_running, score, teacher_forced_run
+    from trm_edge.runtimes.accuracy import evaluate, score
+    from trm_edge.runtimes.parity import free_running, teacher_forced_run
     from trm_edge.runtimes.solver import Solver
 
     threshold = float_rt.source.halt_threshold if threshold is None else threshold
@@ -71,9 +72,9 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
 
 def throughput(float_rt, quant_rt, inputs: np.ndarray, *, batch_size: int = 16, steps: int = 2, rounds: int = 2,
                log=lambda s: None) -> dict[str, Any]:
-    """``trm-edge bench FLOAT QUANTIZED``'s measurement (runtimes.evaluate.bench_side_by_side, no halting, runs
+    """``trm-edge bench FLOAT QUANTIZED``'s measurement (runtimes.bench.bench_side_by_side, no halting, runs
     interleaved ``rounds`` times), for a report without a teacher-forced pass over a full batch."""
-    from trm_edge.runtimes.evaluate import bench_side_by_side
+    from trm_edge.runtimes.bench import bench_side_by_side
 
     log(f"bench float and quantized side by side: batch {batch_size}, {steps} steps, {rounds} rounds")
     rows = bench_side_by_side([float_rt, quant_rt], inputs, batch_size=batch_size, max_steps=steps, halt=False,
@@ -87,7 +88,7 @@ def _throughput(config, step_ms: dict[str, float], *, batch_size: int, timed_ste
                 measured: str) -> dict[str, Any]:
     """``puzzles_per_s`` is for the model's full ``halt_max_steps`` steps, from the median step latency at
     ``batch_size``."""
-    from trm_edge.trm.config import flops_per_step
+    from trm_edge.config import flops_per_step
 
     full = config.halt_max_steps
     out: dict[str, Any] = {"batch": batch_size, "timed_steps": timed_steps, "full_steps": full,

@@ -9,17 +9,11 @@ Adapters are imported by name when asked for (``get_runtime``), so importing thi
 neither torch nor onnxruntime nor tensorrt.
 """
 
-from trm_edge.runtimes.base import (
-    RUNTIMES,
-    ModelSource,
-    Recurrence,
-    Runtime,
-    available_runtimes,
-    get_runtime,
-    open_runtime,
-    open_source,
-)
+from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.recurrence import Recurrence
+from trm_edge.runtimes.registry import RUNTIMES, available_runtimes, get_runtime
 from trm_edge.runtimes.solver import SolveOutput, Solver
+from trm_edge.runtimes.sources import ModelSource, open_runtime, open_source
 
 __all__ = ["RUNTIMES", "ModelSource", "Recurrence", "Runtime", "SolveOutput", "Solver", "available_runtimes",
            "get_runtime", "open_runtime", "open_source"]

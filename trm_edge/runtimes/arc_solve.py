@@ -18,7 +18,7 @@ import numpy as np
 from trm_edge.errors import PuzzleError, choices
 from trm_edge.puzzles import arc
 from trm_edge.puzzles.arc_eval import ArcVoter
-from trm_edge.runtimes.base import Runtime
+from trm_edge.runtimes.interface import Runtime
 from trm_edge.runtimes.solver import Solver
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle.contract import STEP_OUTPUTS
 from trm_edge.errors import RuntimeUnavailableError, choices
-from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Runtime
+from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.sources import ModelSource
 
 PRECISIONS = ("f32", "bf16")
 
@@ -36,11 +38,17 @@ class OpenVinoRuntime(Runtime):
     name = "openvino"
     runs = ("bundle",)
 
+    precision_hints = PRECISIONS
+
     def __init__(self, source: ModelSource, *, device: str | None = None, threads: int | None = None,
-                 **options: Any) -> None:
-        super().__init__(source, device=device, **options)
+                 precision_hint: str | None = None) -> None:
+        super().__init__(source, device=device, threads=threads, precision_hint=precision_hint)
         self.ov_device, self.precision = parse_device(device)
-        self.threads = threads
+        if precision_hint is not None:
+            if self.ov_device != "CPU" or (device or "").count(":"):
+                raise RuntimeUnavailableError(f"give the precision once: in the runtime spec (openvino:cpu:bf16) or "
+                                              f"as the precision hint {precision_hint!r}, for the CPU device")
+            self.precision = precision_hint
         self.compiled: Any = None
         self.request: Any = None
         self._fixed_batch: int | None = None

@@ -8,13 +8,17 @@ choices below (benchmarks/ort_session_options.py; numbers in the runtimes report
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle.contract import STEP_OUTPUTS
 from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.runtimes.base import STEP_OUTPUTS, ModelSource, Recurrence, Runtime, kept_rows
+from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.recurrence import Recurrence, kept_rows
+from trm_edge.runtimes.sources import ModelSource
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -31,6 +35,10 @@ class OrtOptions:
     memory_pattern: bool = False  # planning is keyed by shape and shrinking batches defeat it (on: no faster)
     spinning: bool = False  # no busy-wait between ops: 1.3-2x faster when cores are shared (measured)
     sequential: bool = True  # the step graph is a chain; parallel execution only adds scheduling
+    # Calibration's range graph: the default order runs the appended reductions last, keeping every measured
+    # activation alive until then (1.87 GB instead of 0.65 GB for one arc-agi-1 step at batch 4,
+    # benchmarks/pipeline_cost.py); priority-based order frees them as it goes.
+    priority_order: bool = False
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in OPT_LEVELS:
@@ -56,6 +64,8 @@ def session_options(options: OrtOptions) -> Any:
     so.enable_mem_pattern = options.memory_pattern
     so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to users
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
+    if options.priority_order:
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     return so
 
 
@@ -79,15 +89,22 @@ def select_providers(device: str | None, available: list[str]) -> list[str]:
 
 
 class OnnxRuntime(Runtime):
-    """The step graph in onnxruntime. ``options``: an :class:`OrtOptions` or its fields as keywords."""
+    """The step graph in onnxruntime. ``options``: session options (default :class:`OrtOptions` with ``threads``
+    intra-op threads); ``extra_outputs``: further graph outputs each step returns beside the contract's (the range
+    reductions calibration appends to the float graph)."""
 
     name = "onnxruntime"
     runs = ("bundle",)
 
-    def __init__(self, source: ModelSource, *, device: str | None = None, options: OrtOptions | None = None,
-                 **fields: Any) -> None:
-        super().__init__(source, device=device)
-        self.ort_options = options or OrtOptions(**fields)
+    def __init__(self, source: ModelSource, *, device: str | None = None, threads: int | None = None,
+                 precision_hint: str | None = None, options: OrtOptions | None = None,
+                 extra_outputs: Sequence[str] = ()) -> None:
+        super().__init__(source, device=device, threads=threads, precision_hint=precision_hint)
+        if options is not None and threads is not None and options.intra_op_threads != threads:
+            raise TrmEdgeError(f"threads={threads} disagrees with options.intra_op_threads="
+                               f"{options.intra_op_threads}; give one of them")
+        self.ort_options = options or OrtOptions(intra_op_threads=threads or 0)
+        self.extra_outputs = tuple(extra_outputs)
         self.session: Any = None
         self.providers: list[str] = []
         self._fixed_batch: int | None = None
@@ -120,13 +137,13 @@ class OnnxRuntime(Runtime):
         graph_inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [n for n in self.input_names if n not in graph_inputs]
         outputs = [o.name for o in self.session.get_outputs()]
-        if missing or any(n not in outputs for n in STEP_OUTPUTS):
+        if missing or any(n not in outputs for n in (*STEP_OUTPUTS, *self.extra_outputs)):
             raise RuntimeUnavailableError(
                 f"{str(self.source.bundle.step_graph_path)!r} is not a step graph: inputs "
                 f"{choices(graph_inputs)}, outputs {choices(outputs)}")
         batch_dim = graph_inputs["inputs"].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-        self._output_names = list(STEP_OUTPUTS)
+        self._output_names = [*STEP_OUTPUTS, *self.extra_outputs]
 
     def _close(self) -> None:
         self.session = None
@@ -146,7 +163,7 @@ class OnnxRuntime(Runtime):
         (:class:`BoundRecurrence`); elsewhere (CUDA/TensorRT providers, static-batch graphs) the host loop."""
         if not self._loaded:
             self.load()
-        if self._fixed_batch is None and self.providers == [PROVIDERS["cpu"]]:
+        if self._fixed_batch is None and self.providers == [PROVIDERS["cpu"]] and not self.extra_outputs:
             return BoundRecurrence(self, capacity=capacity)
         return super().start(capacity=capacity)
 

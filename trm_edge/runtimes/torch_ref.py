@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from trm_edge.errors import PuzzleError, RuntimeUnavailableError
-from trm_edge.runtimes.base import ModelSource, Runtime
+from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.sources import ModelSource
 
 
 class TorchRuntime(Runtime):
@@ -21,11 +22,10 @@ class TorchRuntime(Runtime):
     name = "torch"
     runs = ("checkpoint",)
 
-    def __init__(self, source: ModelSource, *, device: str | None = None, model: Any = None,
-                 threads: int | None = None, **options: Any) -> None:
-        super().__init__(source, device=device, **options)
+    def __init__(self, source: ModelSource, *, device: str | None = None, threads: int | None = None,
+                 precision_hint: str | None = None, model: Any = None) -> None:
+        super().__init__(source, device=device, threads=threads, precision_hint=precision_hint)
         self.model = model  # an already-loaded TRM may be handed in (tests, export validation)
-        self.threads = threads
         self._device = torch.device(device or "cpu")
         if self._device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeUnavailableError("torch:cuda asked for, but torch sees no CUDA device; use torch:cpu")

@@ -22,22 +22,18 @@ and its ``gpu``-marked tests run the real thing where a GPU with TensorRT is pre
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle.contract import STEP_OUTPUTS, input_names
 from trm_edge.errors import BundleError, RuntimeUnavailableError, TrmEdgeError, choices
-from trm_edge.runtimes.base import (
-    STEP_OUTPUTS,
-    ModelSource,
-    Recurrence,
-    Runtime,
-    input_names,
-    kept_rows,
-    read_manifest,
-)
 from trm_edge.runtimes.cuda import CudaMemory, DeviceBuffer, cuda_memory, parse_device_index
+from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.recurrence import Recurrence, kept_rows
+from trm_edge.runtimes.sources import ModelSource
 
 ENGINE_FILE = "step.engine"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -85,8 +81,8 @@ class EngineRecord:
         return DeviceInfo(self.gpu, self.compute_capability, self.multiprocessors, self.memory_gib, self.tensorrt)
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> EngineRecord | None:
-        raw = (manifest.get("engines") or {}).get("tensorrt")
+    def from_entry(cls, raw: Mapping[str, Any] | None) -> EngineRecord | None:
+        """The record from the manifest's ``engines.tensorrt`` entry (None: no engine built)."""
         if not raw:
             return None
         optional = ("dla_core", "power_mode")
@@ -146,8 +142,11 @@ class TensorRTRuntime(Runtime):
     name = "tensorrt"
     runs = ("bundle",)
 
-    def __init__(self, source: ModelSource, *, device: str | None = None, **options: Any) -> None:
-        super().__init__(source, device=device, **options)
+    def __init__(self, source: ModelSource, *, device: str | None = None, threads: int | None = None,
+                 precision_hint: str | None = None, cuda_graphs: bool = True) -> None:
+        """``threads`` does not apply (the GPU runs the step); the engine's precision was fixed at build time.
+        ``cuda_graphs``: replay the solver's steps as captured CUDA graphs."""
+        super().__init__(source, device=device, threads=threads, precision_hint=precision_hint)
         self.device_index = parse_device_index(device)
         self.record: EngineRecord | None = None
         self.memory: CudaMemory | None = None
@@ -157,7 +156,7 @@ class TensorRTRuntime(Runtime):
         self._fixed: int | None = None
         self._scratch: DeviceRecurrence | None = None
         self._recurrences: list[DeviceRecurrence] = []  # every open one, freed at close
-        self.cuda_graphs = bool(options.get("cuda_graphs", True))  # the solver's steps as CUDA graphs
+        self.cuda_graphs = cuda_graphs
 
     @classmethod
     def from_parts(cls, source: ModelSource, *, context: Any, memory: CudaMemory, max_batch: int,
@@ -170,8 +169,7 @@ class TensorRTRuntime(Runtime):
         return runtime
 
     def _load(self) -> None:
-        manifest = getattr(self.source.bundle, "manifest", None) or read_manifest(self.source.path)
-        record = EngineRecord.from_manifest(manifest)
+        record = EngineRecord.from_entry(self.source.bundle.manifest.tensorrt_engine)
         if record is None:
             raise BundleError(f"{str(self.source.path)!r} has no TensorRT engine; build one on this device with "
                               f"`trm-edge build-engine {self.source.path}` (or use --runtime onnxruntime)")

@@ -77,8 +77,8 @@ def plan_build(bundle_path: str | Path, *, precision: str | None = None, max_bat
     bundle's own (an fp16 bundle builds an FP16 engine); the workspace to half the target's memory budget."""
     import onnx
 
-    from trm_edge.export.bundle import load_bundle
-    from trm_edge.quantize.fp16 import norm_nodes
+    from trm_edge.bundle.graph_rules import norm_nodes
+    from trm_edge.bundle.store import load_bundle
 
     bundle = load_bundle(bundle_path)
     bundle_precision = str(getattr(bundle, "precision", "fp32") or "fp32")
@@ -251,6 +251,7 @@ def write_atomically(path: Path, data: Any) -> None:
 def record_engine(bundle_path: str | Path, record: EngineRecord) -> None:
     """Write ``record`` into the bundle's manifest (``engines.tensorrt``); the engine file joins
     ``files`` with its sha256, so a tampered engine is refused like any bundle file."""
-    from trm_edge.export.bundle import load_bundle
+    from trm_edge.bundle.store import load_bundle
 
-    load_bundle(bundle_path).write_manifest_update({"engines": {"tensorrt": asdict(record)}})
+    bundle = load_bundle(bundle_path)
+    bundle.write_manifest(bundle.manifest.replace(engines={**bundle.manifest.engines, "tensorrt": asdict(record)}))

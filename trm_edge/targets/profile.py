@@ -134,7 +134,8 @@ def parse_op_list(data: dict[str, Any], *, source: str, base: OpList | None) -> 
 
 @dataclass(frozen=True)
 class Int8Format:
-    """How a target wants INT8 graphs: read by the quantizer, never hard-coded per device."""
+    """How a target wants INT8 graphs (its ``int8:`` section): the one INT8 format type, which the quantizer
+    follows (trm_edge.quantize.formats), never hard-coded per device."""
 
     format: str  # qdq | qoperator
     activations: str  # int8 | uint8
@@ -145,6 +146,14 @@ class Int8Format:
     reduce_range: bool  # 7-bit weights, for ISAs whose 16-bit intermediate sums saturate
     quantize_ops: tuple[str, ...]
     matmul_2d: bool = False  # quantized MatMuls take 2-D operands (TensorRT's per-channel INT8 MatMul rule)
+
+    @property
+    def label(self) -> str:
+        """``qdq-u8s8-per-channel`` style name for reports."""
+        a = "u8" if self.activations == "uint8" else "s8"
+        w = "u8" if self.weights == "uint8" else "s8"
+        sym = "-symmetric" if self.symmetric_activations and self.symmetric_weights else ""
+        return f"{self.format}-{a}{w}{sym}-{'per-channel' if self.per_channel else 'per-tensor'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trm_edge.trm.config import TRMConfig, swiglu_inner_size
+from trm_edge.bundle.contract import halts
+from trm_edge.config import TRMConfig, swiglu_inner_size
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
@@ -246,9 +247,11 @@ class TRM(nn.Module):
         puzzle_identifiers: torch.Tensor | None = None,
         max_steps: int | None = None,
         halt: bool = False,
+        threshold: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Run the loop. ``halt=False`` runs every step (the official evaluation); ``halt=True`` freezes
-        each sample at the first step whose ``q_halt_logits > 0``."""
+        each sample at the first step that halts by the bundle contract's rule, ``q_halt_logits > threshold``
+        (:func:`trm_edge.bundle.contract.halts`; 0, sigmoid 0.5, is the training rule)."""
         steps_to_run = max_steps or self.config.halt_max_steps
         batch = inputs.shape[0]
         z_H, z_L = self.initial_state(batch)
@@ -266,7 +269,7 @@ class TRM(nn.Module):
                 q_halt = torch.where(done, q_halt, new_q)
             steps = torch.where(done, steps, torch.full_like(steps, i + 1))
             if halt:
-                done = done | (new_q > 0)
+                done = done | halts(new_q, threshold)
                 if bool(done.all()):
                     break
         return {"logits": logits, "q_halt_logits": q_halt, "preds": logits.argmax(-1), "steps": steps}

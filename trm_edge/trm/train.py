@@ -35,10 +35,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trm_edge.bundle.contract import halts
+from trm_edge.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError, choices
 from trm_edge.io import atomic_directory
+from trm_edge.puzzles.dataset import read_recipe, read_split
 from trm_edge.trm.checkpoint import RUN_MODEL_DIR, read_identifier_names, save_checkpoint
-from trm_edge.trm.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta, training_labels
 from trm_edge.trm.losses import IGNORE_LABEL_ID, act_loss
 from trm_edge.trm.model import TRM, build_model
@@ -50,6 +52,11 @@ STATE_TENSORS, STATE_JSON = "trainer.safetensors", "trainer.json"
 # Training fields a resumed run may change; any other difference makes the checkpoint incompatible.
 RESUMABLE_CHANGES = ("train_steps", "eval_interval", "checkpoint_interval", "log_interval", "eval_max_examples")
 DATA_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")  # model fields the dataset decides
+# The halting threshold of training and of the trainer's evaluation (the contract's rule, ``halts``): a slot halts
+# when its q_halt logit exceeds 0 (sigmoid 0.5), what the halting BCE trains the head to predict. The evaluation's
+# q_halt accuracy (did halting agree with an exact answer?) and its halting stop use it alike. Deployment may
+# calibrate another threshold per model (a bundle's ``loop.halt_threshold``).
+TRAIN_HALT_THRESHOLD = 0.0
 
 
 # -- distributed -----------------------------------------------------------------------------------
@@ -61,10 +68,6 @@ class Dist:
     local_rank: int = 0
     local_world_size: int = 1
     joined: bool = False  # in a torch.distributed process group (launched by torchrun), even of one process
-
-    @property
-    def enabled(self) -> bool:
-        return self.joined
 
     @property
     def is_main(self) -> bool:
@@ -236,7 +239,7 @@ class Trainer:
             c["steps"] += 1
             halted = c["steps"] >= mc.halt_max_steps
             if mc.halt_max_steps > 1:
-                halted |= q_halt.detach() > 0
+                halted |= halts(q_halt.detach(), TRAIN_HALT_THRESHOLD)
                 explore = torch.rand(self.batch, generator=self.explore) < mc.halt_exploration_prob
                 minimum = explore * torch.randint(2, mc.halt_max_steps + 1, (self.batch,), generator=self.explore)
                 halted &= c["steps"] >= minimum.to(self.device)
@@ -262,7 +265,7 @@ class Trainer:
         """Average dense gradients over ranks (one flat all-reduce); gather the puzzle-row gradients."""
         ids = self.carry["ids"]
         rows_grad = rows.grad if rows is not None else None
-        if self.d.enabled:
+        if self.d.joined:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
@@ -298,7 +301,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Accuracy after every supervision step (all halt_max_steps run, the official evaluation) and with
-        halting (each sample stops at the first step whose q_halt_logits > 0)."""
+        halting (each sample stops at the first step that halts at ``TRAIN_HALT_THRESHOLD``). The q_halt accuracy
+        counts the steps where that same halting decision agrees with the answer being exact."""
         split, mc, tc = self.test_split, self.mc, self.tc
         model = self.eval_model()
         n = len(split.inputs) if tc.eval_max_examples <= 0 else min(tc.eval_max_examples, len(split.inputs))
@@ -332,14 +336,15 @@ class Trainer:
                 cell = right.sum(-1) / counts.clamp_min(1)
                 sums[1 + s] += exact.sum()
                 sums[1 + steps + s] += cell[valid].sum()
-                sums[1 + 2 * steps + s] += (valid & ((q >= 0) == exact)).sum()
-                stop = ~done & ((q > 0) | (s == steps - 1)) & valid
+                halted = halts(q, TRAIN_HALT_THRESHOLD)
+                sums[1 + 2 * steps + s] += (valid & (halted == exact)).sum()
+                stop = ~done & (halted | (s == steps - 1)) & valid
                 sums[-3] += (stop & exact).sum()
                 sums[-2] += cell[stop].sum()
                 sums[-1] += stop.sum() * (s + 1)
                 done |= stop
             sums[0] += valid.sum()
-        if self.d.enabled:
+        if self.d.joined:
             dist.all_reduce(sums)
         v = sums.tolist()
         count = max(v[0], 1.0)
@@ -361,14 +366,14 @@ class Trainer:
     # -- resume state (safetensors + JSON, no pickle) ---------------------------------------------
 
     def _gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
-        if not self.d.enabled:
+        if not self.d.joined:
             return [tensor]
         parts = [torch.empty_like(tensor) for _ in range(self.d.world_size)]
         dist.all_gather(parts, tensor.contiguous())
         return parts
 
     def _gather_object(self, obj: Any) -> list[Any]:
-        if not self.d.enabled:
+        if not self.d.joined:
             return [obj]
         parts: list[Any] = [None] * self.d.world_size
         dist.all_gather_object(parts, obj)
@@ -593,10 +598,9 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     return result
 
 
-def _barrier(d: Dist) -> bool:
-    if d.enabled:
+def _barrier(d: Dist) -> None:
+    if d.joined:
         dist.barrier()
-    return True
 
 
 def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:
@@ -615,7 +619,7 @@ def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:
 def _progress_bar(*, enabled: bool):
     from rich.progress import TextColumn
 
-    from trm_edge.commands.output import progress
+    from trm_edge.progress import progress
 
     return progress(TextColumn("{task.fields[status]}"), disable=not enabled, transient=False)
 
@@ -663,10 +667,6 @@ def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | 
                          overrides: list[str] | None = None, train_steps: int | None = None, resume: bool = False,
                          force: bool = False, progress: bool = True, threads: int | None = None) -> TrainResult:
     """What ``trm-edge train`` does: read the dataset directory, resolve the configs, train."""
-    try:
-        from trm_edge.puzzles.dataset import read_recipe, read_split
-    except ImportError as error:  # pragma: no cover - the dataset module ships with the package
-        raise TrainingError(f"the dataset reader is unavailable: {error}") from None
     data = Path(data)
     if not data.is_dir():
         raise DatasetError(f"{str(data)!r} is not a dataset directory (expected train/ and test/ inside)")

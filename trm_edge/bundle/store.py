@@ -1,40 +1,29 @@
-"""The deployment bundle: a directory with ``manifest.json``, ONNX graphs, the initial state, the puzzle
-embedding table (when several identifiers) and golden I/O. Torch-free (numpy, json, hashlib): the
-device side imports this module. The format is documented in docs/bundle-format.md.
+"""Bundles on disk: open one (every checksum verified), read its data, write one atomically.
+
+A bundle is a directory with ``manifest.json`` (:class:`~trm_edge.bundle.manifest.Manifest`), ONNX graphs, the
+puzzle-embedding table (when several identifiers) and golden I/O. Torch-free (numpy, json, hashlib): the device
+side imports this module. The format is documented in docs/bundle-format.md.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from trm_edge.errors import BundleError, ConfigError, choices
+from trm_edge.bundle.manifest import MANIFEST, Manifest
+from trm_edge.errors import BundleError, choices
 from trm_edge.io import atomic_directory, sha256_file, write_json_atomic
-from trm_edge.trm.config import TRMConfig
 
-FORMAT = "trm-edge-bundle/1"
-MANIFEST = "manifest.json"
 STEP_FILE = "step.onnx"
 UNROLLED_FILE = "unrolled.onnx"
 PUZZLE_EMB_FILE = "puzzle_emb.npy"
 IDENTIFIERS_FILE = "identifiers.json"
 GOLDEN_FILE = "golden.npz"
-
-# Graph I/O names (the contract in DESIGN.md); puzzle_embedding only when the model has a puzzle table.
-STEP_INPUTS = ("inputs", "z_H", "z_L", "puzzle_embedding")
-STEP_OUTPUTS = ("z_H_next", "z_L_next", "logits", "q_halt_logits")
-UNROLLED_INPUTS = ("inputs", "puzzle_embedding")
-UNROLLED_OUTPUTS = ("logits", "q_halt_logits", "q_halt_logits_per_step")
-
-REQUIRED_KEYS = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files")
-DELETE = object()  # in write_manifest_update(changes): remove this key
 
 
 def hash_files(root: Path, relpaths: Iterable[str]) -> dict[str, str]:
@@ -51,71 +40,61 @@ def bundle_files(root: Path) -> list[str]:
     return found
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file in ``root`` into ``manifest['files']`` and write manifest.json atomically."""
-    manifest = dict(manifest)
-    manifest["files"] = hash_files(root, bundle_files(root))
-    write_json_atomic(root / MANIFEST, manifest)
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Hash every file in ``root`` into the manifest's ``files`` and write manifest.json atomically."""
+    manifest = manifest.replace(files=hash_files(root, bundle_files(root)))
+    manifest.check(where=repr(str(root)))
+    write_json_atomic(root / MANIFEST, manifest.to_dict())
     return manifest
 
 
-def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        elif value is DELETE:
-            merged.pop(key, None)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 class Bundle:
-    """A verified bundle on disk. Create with :func:`load_bundle`."""
+    """A bundle directory and its manifest. :func:`load_bundle` opens a verified one from disk; export and quantize
+    also make unverified ones over a directory they are still writing, to run its graphs before it is complete."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike, manifest: Manifest) -> None:
         self.path = Path(path)
         self.manifest = manifest
-        try:
-            self.config = TRMConfig.from_dict(manifest["model"])
-        except (ConfigError, TypeError) as error:
-            raise BundleError(f"bundle {str(self.path)!r}: invalid model config in {MANIFEST}: {error}") from None
+        self.config = manifest.model
 
     # -- identity --------------------------------------------------------------------------------
     @property
-    def format(self) -> str:
-        return self.manifest["format"]
-
-    @property
-    def task(self) -> str:
-        return self.manifest["task"]
+    def task(self) -> str | None:
+        return self.manifest.task
 
     @property
     def target(self) -> str:
-        return self.manifest["target"]
+        return self.manifest.target
 
     @property
     def precision(self) -> str:
-        return self.manifest["precision"]
+        return self.manifest.precision
 
     @property
-    def graphs(self) -> dict[str, Any]:
-        return self.manifest["graphs"]
+    def graphs(self) -> dict:
+        return dict(self.manifest.graphs)
 
     @property
     def halt_threshold(self) -> float:
-        """The model's calibrated halting threshold (the solver's default), 0 when the manifest has none."""
-        return float(self.manifest.get("loop", {}).get("halt_threshold", 0.0))
+        """The model's calibrated halting threshold (the recursion's default), 0 when the manifest has none."""
+        return self.manifest.halt_threshold
 
     def graph_path(self, kind: str = "step") -> Path:
-        if kind not in self.graphs:
-            raise BundleError(f"bundle {str(self.path)!r} has no {kind!r} graph; it has {choices(self.graphs)}")
-        return self.path / self.graphs[kind]["file"]
+        try:
+            return self.path / self.manifest.graph_file(kind)
+        except BundleError as error:
+            raise BundleError(f"bundle {str(self.path)!r}: {error}") from None
 
     @property
     def step_graph_path(self) -> Path:
         return self.graph_path("step")
+
+    def with_step_graph(self, graph: str | os.PathLike, *, precision: str) -> Bundle:
+        """This bundle with another step graph (a candidate of quantize's accuracy control): not on disk as a
+        bundle, so unverified; runtimes run it exactly as they run a user's bundle."""
+        step = {**self.manifest.graphs["step"], "file": str(Path(graph).resolve())}
+        return Bundle(self.path, self.manifest.replace(graphs={**self.manifest.graphs, "step": step},
+                                                       precision=precision))
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, target={self.target!r}, precision={self.precision!r})"
@@ -123,8 +102,7 @@ class Bundle:
     # -- data ------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
         """``(z_H, z_L)`` before step 1, each ``[hidden_size]`` float32 (broadcast over batch and positions)."""
-        state = self.manifest["initial_state"]
-        return np.asarray(state["z_H"], dtype=np.float32), np.asarray(state["z_L"], dtype=np.float32)
+        return self.manifest.initial_state_arrays()
 
     def initial_states(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The initial state broadcast to the step graph's ``[batch, total_len, hidden_size]`` inputs."""
@@ -135,14 +113,14 @@ class Bundle:
     def puzzle_embeddings(self) -> np.ndarray | None:
         """The puzzle embedding table ``[rows, puzzle_emb_ndim]`` (memory-mapped), or None when the
         graph has no ``puzzle_embedding`` input."""
-        section = self.manifest.get("puzzle_embeddings")
+        section = self.manifest.puzzle_embeddings
         if not section:
             return None
         return np.load(self.path / section["file"], mmap_mode="r")
 
     def identifiers(self) -> dict[str, list] | None:
         """``{"ids": [...], "names": [...]}``: row i of the table is identifier ``ids[i]`` named ``names[i]``."""
-        section = self.manifest.get("puzzle_embeddings")
+        section = self.manifest.puzzle_embeddings
         if not section:
             return None
         return json.loads((self.path / section["identifiers"]).read_text())
@@ -169,58 +147,49 @@ class Bundle:
     def golden(self) -> dict[str, np.ndarray]:
         """Golden I/O for on-device verification: step-graph feeds and the torch reference's outputs
         (see ``manifest['golden']`` for the keys)."""
-        section = self.manifest.get("golden")
+        section = self.manifest.golden
         if not section:
             raise BundleError(f"bundle {str(self.path)!r} has no golden I/O")
         with np.load(self.path / section["file"]) as data:
             return {key: data[key] for key in data.files}
 
     # -- updates ---------------------------------------------------------------------------------
-    def write_manifest_update(self, changes: Mapping[str, Any] | None = None) -> Bundle:
-        """Deep-merge ``changes`` into the manifest (the value ``DELETE`` removes a key), re-hash every
-        file now in the bundle directory (files added or removed by the caller included), write the
-        manifest atomically and return the reloaded bundle. For build-engine and quantize."""
-        manifest = _deep_merge(self.manifest, changes or {})
+    def write_manifest(self, manifest: Manifest) -> Bundle:
+        """Replace this bundle's manifest by ``manifest``, re-hashing every file now in the directory (files added
+        or removed by the caller included), atomically; returns the reloaded bundle. For build-engine."""
         write_manifest(self.path, manifest)
         return load_bundle(self.path)
 
     def copy_to(self, destination: str | os.PathLike, *, force: bool = False) -> Bundle:
         """Copy the bundle to a new directory atomically (for bundle -> bundle tools like quantize)."""
         with atomic_directory(destination, force=force) as tmp:
-            for rel in [*self.manifest["files"], MANIFEST]:
+            for rel in [*self.manifest.files, MANIFEST]:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self.path / rel, tmp / rel)
         return load_bundle(destination)
 
 
-def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
-    """Open a bundle, refusing one with an unknown format, missing keys, or a missing, truncated or
-    tampered file (every sha256 in ``files`` is checked unless ``verify=False``)."""
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """The parsed, checked manifest of a bundle directory, without verifying the files' checksums."""
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{str(root)!r} is not a trm-edge bundle (no {MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"bundle {str(root)!r}: {MANIFEST} is not valid JSON ({error}); the bundle is "
                           "corrupt, re-export it") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise BundleError(f"bundle {str(root)!r} has format {found!r}; this trm-edge reads {FORMAT!r}")
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise BundleError(f"bundle {str(root)!r}: {MANIFEST} lacks {choices(missing)}")
-    files = manifest["files"]
-    referenced = [g.get("file") for g in manifest["graphs"].values()]
-    for section in ("puzzle_embeddings", "golden"):
-        if manifest.get(section):
-            referenced += [manifest[section].get("file"), manifest[section].get("identifiers")]
-    unlisted = sorted({r for r in referenced if r and r not in files})
-    if unlisted:
-        raise BundleError(f"bundle {str(root)!r}: {choices(unlisted)} not listed in {MANIFEST} 'files'")
+    return Manifest.from_dict(raw, where=f"bundle {str(root)!r}")
+
+
+def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
+    """Open a bundle, refusing one with an unknown format, a malformed manifest, or a missing, truncated or
+    tampered file (every sha256 in ``files`` is checked unless ``verify=False``)."""
+    root = Path(path)
+    manifest = read_manifest(root)
     if verify:
-        for rel, digest in files.items():
+        for rel, digest in manifest.files.items():
             target = root / rel
             if not target.is_file():
                 raise BundleError(f"bundle {str(root)!r} is incomplete: {rel!r} is missing")

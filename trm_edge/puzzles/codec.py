@@ -1,7 +1,7 @@
 """The solver's view of a puzzle task: parse text to tokens, decode tokens to text, render, validate.
 
-A thin adapter over trm_edge.puzzles (numpy only), so the solver and the CLI speak one small protocol
-whatever the task module's own names are.
+A thin adapter over the task modules of trm_edge.puzzles (numpy only), so the solver and the CLI speak one
+small protocol whatever the task module's own names are.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from trm_edge.errors import PuzzleError, choices
+from trm_edge.puzzles import get_task, task_names
 
 
 @runtime_checkable
@@ -66,8 +67,6 @@ class _TaskCodec:
 
 def get_codec(task: str | None) -> Codec:
     """The codec of a task named in a bundle manifest or checkpoint (sudoku, maze, arc)."""
-    from trm_edge.puzzles import get_task, task_names
-
     if not task:
         raise PuzzleError(f"this model names no task, so its puzzles cannot be parsed; tasks: {choices(task_names())}")
     return _TaskCodec(task, get_task(task))

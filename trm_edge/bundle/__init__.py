@@ -1,0 +1,1 @@
+"""The bundle: the whole contract between the host side (torch) and the device side (no torch)."""

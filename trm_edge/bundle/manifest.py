@@ -1,0 +1,153 @@
+"""The bundle manifest (``manifest.json``) as a typed, validated value: the one place its keys are named.
+
+Export builds a :class:`Manifest`, quantize and build-engine derive new ones with :meth:`Manifest.replace`, runtimes
+read its fields; nobody edits the JSON as a dict. Sections that only describe the bundle (codec, versions, the
+export's validation report, the target profile, ...) are kept as written in ``sections``, so a manifest read and
+written again loses nothing. The format is documented in docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trm_edge.bundle.tolerances import FLOAT_PREFIX
+from trm_edge.config import TRMConfig
+from trm_edge.errors import BundleError, ConfigError, choices
+
+FORMAT = "trm-edge-bundle/1"
+MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+REQUIRED_KEYS = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files")
+FLOAT_REFERENCE_KEY = FLOAT_PREFIX + "logits"  # golden I/O of a quantized bundle that carries float32 outputs
+# Keys with a typed field below; every other top-level key is kept verbatim in ``sections``.
+_TYPED = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files", "loop",
+          "puzzle_embeddings", "golden", "engines", "quantization", "data_recipe")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a bundle is and holds. ``graphs``, ``loop``, ``puzzle_embeddings``, ``golden``, ``engines`` and
+    ``quantization`` keep their JSON shape (docs/bundle-format.md); the fields the code relies on are checked by
+    :meth:`from_dict` and read through the properties below."""
+
+    task: str | None
+    model: TRMConfig
+    target: str
+    precision: str
+    graphs: Mapping[str, Mapping[str, Any]]  # name ("step", "unrolled") -> {"file": ..., ...}
+    initial_state: Mapping[str, Any]  # {"z_H": [hidden floats], "z_L": [hidden floats], ...}
+    files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256 (filled when written)
+    loop: Mapping[str, Any] = field(default_factory=dict)  # {"halt_threshold": float, "max_steps": int, ...}
+    puzzle_embeddings: Mapping[str, Any] | None = None  # {"file": table.npy, "identifiers": ids.json, ...}
+    golden: Mapping[str, Any] | None = None  # {"file": golden.npz, "keys": [...], ...}
+    engines: Mapping[str, Any] = field(default_factory=dict)  # {"tensorrt": EngineRecord fields} after build-engine
+    quantization: Mapping[str, Any] | None = None  # what quantize did (method, format, accuracy, ...)
+    data_recipe: Mapping[str, Any] | None = None  # the training data's recipe (calibration draws like it)
+    sections: Mapping[str, Any] = field(default_factory=dict)  # descriptive sections, kept as written
+    format: str = FORMAT
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @property
+    def halt_threshold(self) -> float:
+        """The model's calibrated halting threshold (a logit): the recursion's default, 0 when none was given."""
+        return float(self.loop.get("halt_threshold", 0.0))
+
+    def graph_file(self, kind: str = "step") -> str:
+        if kind not in self.graphs:
+            raise BundleError(f"the bundle has no {kind!r} graph; it has {choices(self.graphs)}")
+        return str(self.graphs[kind]["file"])
+
+    def initial_state_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_H, z_L)`` before step 1, each ``[hidden_size]`` float32."""
+        return (np.asarray(self.initial_state["z_H"], dtype=np.float32),
+                np.asarray(self.initial_state["z_L"], dtype=np.float32))
+
+    @property
+    def has_float_reference(self) -> bool:
+        """A quantized bundle's golden I/O carries the float32 graph's outputs, so any runtime can be verified."""
+        return FLOAT_REFERENCE_KEY in ((self.golden or {}).get("keys") or ())
+
+    @property
+    def tensorrt_engine(self) -> Mapping[str, Any] | None:
+        return self.engines.get("tensorrt") or None
+
+    def referenced_files(self) -> list[str]:
+        """Files the manifest points at (graphs, embedding table, identifiers, golden I/O)."""
+        found = [g.get("file") for g in self.graphs.values()]
+        for section in (self.puzzle_embeddings, self.golden):
+            if section:
+                found += [section.get("file"), section.get("identifiers")]
+        return sorted({str(f) for f in found if f})
+
+    def replace(self, **changes: Any) -> Manifest:
+        """A copy with ``changes`` (field names), e.g. ``manifest.replace(precision="int8", quantization=info)``."""
+        return dataclasses.replace(self, **changes)
+
+    # -- JSON ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": self.format, "task": self.task, "model": self.model.to_dict(),
+                               "target": self.target, "precision": self.precision, "graphs": _plain(self.graphs),
+                               "initial_state": _plain(self.initial_state)}
+        optional = {"loop": self.loop, "puzzle_embeddings": self.puzzle_embeddings, "golden": self.golden,
+                    "engines": self.engines, "quantization": self.quantization, "data_recipe": self.data_recipe}
+        out.update({k: _plain(v) for k, v in optional.items() if v})
+        out.update(_plain(self.sections))
+        out["files"] = dict(self.files)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, where: str = "the bundle") -> Manifest:
+        """Parse and check a manifest; a BundleError names what is wrong and where."""
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else None
+            raise BundleError(f"{where} has format {found!r}; this trm-edge reads {FORMAT!r}")
+        missing = [key for key in REQUIRED_KEYS if key not in raw]
+        if missing:
+            raise BundleError(f"{where}: {MANIFEST} lacks {choices(missing)}")
+        try:
+            model = TRMConfig.from_dict(raw["model"])
+        except (ConfigError, TypeError) as error:
+            raise BundleError(f"{where}: invalid model config in {MANIFEST}: {error}") from None
+        manifest = cls(task=raw["task"], model=model, target=raw["target"], precision=raw["precision"],
+                       graphs=raw["graphs"], initial_state=raw["initial_state"], files=raw["files"],
+                       loop=raw.get("loop") or {}, puzzle_embeddings=raw.get("puzzle_embeddings"),
+                       golden=raw.get("golden"), engines=raw.get("engines") or {},
+                       quantization=raw.get("quantization"), data_recipe=raw.get("data_recipe"),
+                       sections={k: v for k, v in raw.items() if k not in _TYPED})
+        manifest.check(where=where)
+        return manifest
+
+    def check(self, *, where: str = "the bundle") -> None:
+        """The fields every reader relies on: known precision, graph files, an initial state of the model's
+        width, a finite halting threshold, every referenced file listed in ``files``."""
+        if self.precision not in PRECISIONS:
+            raise BundleError(f"{where}: precision {self.precision!r} is not one of {choices(PRECISIONS)}")
+        if not isinstance(self.graphs, Mapping) or not self.graphs or not all(
+                isinstance(g, Mapping) and isinstance(g.get("file"), str) for g in self.graphs.values()):
+            raise BundleError(f"{where}: 'graphs' must name at least one graph with a 'file'")
+        hidden = self.model.hidden_size
+        for name in ("z_H", "z_L"):
+            value = self.initial_state.get(name) if isinstance(self.initial_state, Mapping) else None
+            if not isinstance(value, list) or len(value) != hidden:
+                raise BundleError(f"{where}: initial_state.{name} must be a list of {hidden} floats (hidden_size)")
+        threshold = self.loop.get("halt_threshold", 0.0)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise BundleError(f"{where}: loop.halt_threshold {threshold!r} is not a finite number")
+        unlisted = [f for f in self.referenced_files() if f not in self.files]
+        if self.files and unlisted:
+            raise BundleError(f"{where}: {choices(unlisted)} not listed in {MANIFEST} 'files'")
+
+
+def _plain(value: Any) -> Any:
+    """Mappings (possibly read-only views) back to plain dicts for JSON."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,94 @@
+"""CLI command: eval (accuracy of a model on a labelled dataset split; on an ARC test split also the official
+metric and the submission)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from trm_edge.commands.common import (MODEL_HELP, batch_option, fmt, halt_option, json_option, max_steps_option,
+                                      open_model, runtime_option, threads_option, threshold_option)
+from trm_edge.commands.output import console, print_json
+from trm_edge.errors import DatasetError, PuzzleError
+from trm_edge.io import write_json_atomic
+from trm_edge.progress import progress
+
+
+def register(app: typer.Typer) -> None:
+    """Add this command to the app."""
+    app.command("eval")(eval_command)
+
+
+def eval_command(
+    model: str = typer.Argument(None, help=MODEL_HELP),
+    data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    runtime: str = runtime_option(),
+    max_steps: int = max_steps_option(),
+    halt: bool = halt_option(),
+    threshold: float = threshold_option(),
+    batch: int = batch_option(64),
+    limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
+    by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
+    threads: int = threads_option(),
+    save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
+    submission: Path = typer.Option(None, "--submission", help="ARC test split: write the ARC Prize submission "
+                                    "(two attempts per test input, from the vote) to this JSON file."),
+    as_json: bool = json_option(),
+) -> None:
+    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics. On an ARC
+    test split also the official metric: votes over each test input's augmented versions, pass@1, pass@2 (the
+    ARC Prize score) and the evaluator's other pass@K, averaged over tasks.
+
+    By default each puzzle halts as in solve (the same answers, the same ARC attempts); --no-halt runs every step,
+    as the official evaluation does."""
+    import numpy as np
+
+    from trm_edge.puzzles.codec import get_codec
+    from trm_edge.puzzles.examples import read_examples
+    from trm_edge.runtimes.accuracy import arc_scores, evaluate, is_arc_dataset
+    from trm_edge.runtimes.solver import Solver
+
+    arc = split == "test" and is_arc_dataset(data)
+    if submission is not None and not arc:
+        raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
+
+    rt = open_model(model, runtime, threads=threads)
+    examples = read_examples(str(data), split, config=rt.config).head(limit)
+    try:
+        codec = get_codec(rt.task)
+    except PuzzleError:
+        codec = None
+    solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold)
+    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"eval {split}", total=len(examples))
+        report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,
+                               on_progress=lambda k: bar.advance(task, k))
+    report.update(data=str(data), split=split)
+    if arc:
+        report["arc"], attempts = arc_scores(data, examples, out)
+        if submission is not None:
+            write_json_atomic(submission, attempts)
+            report["submission_file"] = str(submission)
+    if save_preds is not None:
+        np.save(save_preds, out.preds)
+        report["preds_file"] = str(save_preds)
+    if as_json:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"eval {data} ({split}) on {report['runtime']['runtime']}", show_header=False)
+    for key in ("count", "exact_accuracy", "cell_accuracy", "valid_fraction", "mean_steps", "max_steps", "halt"):
+        if key in report:
+            table.add_row(key, fmt(report[key]))
+    for key, value in report["halting"].items():
+        table.add_row(f"halting.{key}", fmt(value) if not isinstance(value, list) else str(value))
+    table.add_row("puzzles_per_s", fmt(report["puzzles_per_s"], 3))
+    if "exact_accuracy_by_step" in report:
+        table.add_row("exact_accuracy_by_step", " ".join(f"{v:.3f}" for v in report["exact_accuracy_by_step"]))
+    for key, value in report.get("arc", {}).items():
+        table.add_row(f"arc.{key}", fmt(value) if not isinstance(value, list) else str(len(value)))
+    console.print(table)

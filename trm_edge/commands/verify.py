@@ -1,0 +1,48 @@
+"""CLI command: verify (on-device parity of a bundle: checksums, then its golden I/O through a runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from trm_edge.commands.common import json_option, runtime_option
+from trm_edge.commands.output import console, print_json
+
+
+def register(app: typer.Typer) -> None:
+    """Add this command to the app."""
+    app.command()(verify)
+
+
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    runtime: str = runtime_option(),
+    as_json: bool = json_option(),
+) -> None:
+    """On-device parity: checksums, then the bundle's golden I/O through the runtime; pass/fail."""
+    from trm_edge.errors import BundleError
+    from trm_edge.runtimes.sources import open_runtime, open_source
+    from trm_edge.runtimes.verify import raise_if_failed, verify_golden
+
+    source = open_source(bundle)  # verifies every checksum
+    if source.kind != "bundle":
+        raise BundleError(f"{str(bundle)!r} is not a bundle (no manifest.json)")
+    golden = source.bundle.golden()
+    if not golden:
+        raise BundleError(f"{str(bundle)!r} carries no golden I/O to verify against")
+    with open_runtime(source, runtime) as rt:
+        report = verify_golden(rt, golden, precision=source.precision)
+    report["bundle"] = str(bundle)
+    report["checksums"] = "ok"
+    if as_json:
+        print_json(report)
+    else:
+        console.print(f"checksums ✓ ({bundle})")
+        for line in report["lines"]:
+            console.print(line, markup=False, highlight=False)
+        worst = report["worst"]
+        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
+        console.print(f"{verdict} on {rt.name}: {report['cases']} golden cases, worst {worst['output']} "
+                      f"err/tol {worst['error_ratio']:.3f} at {worst['case']}")
+    raise_if_failed(report, what=f"{bundle} on {rt.name}")
