@@ -29,7 +29,7 @@ if [ ! -d "$WORK/5m-int8" ]; then
 fi
 
 $BIN/trm-edge bench "$WORK/default" "$WORK/default" "$WORK/default-int8" "$WORK/default-int8" "$WORK/default" \
-  "${RUNTIMES[@]}" --data "$WORK/sudoku" --batch 1 --batch 16 --repeats 5 --json > "$WORK/default.json"
+  "${RUNTIMES[@]}" --data "$WORK/sudoku" --batch 1 --batch 16 --no-halt --repeats 5 --json > "$WORK/default.json"
 $BIN/trm-edge bench "$WORK/5m" "$WORK/5m" "$WORK/5m-int8" "$WORK/5m-int8" "$WORK/5m" \
-  "${RUNTIMES[@]}" --batch 16 --max-steps 2 --repeats 3 --json > "$WORK/5m.json"
+  "${RUNTIMES[@]}" --batch 16 --max-steps 2 --no-halt --repeats 3 --json > "$WORK/5m.json"
 $BIN/python benchmarks/runtime_table.py --from-json "$WORK/default.json" "$WORK/5m.json"

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trm_edge.puzzles.examples import read_examples
 from trm_edge.runtimes import Solver, open_runtime
-from trm_edge.runtimes.recurrence import HostRecurrence
+from trm_edge.runtimes.interface import HostRecurrence
 
 
 def bare_step(runtime, batch: int, repeats: int) -> float:

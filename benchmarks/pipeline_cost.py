@@ -160,7 +160,7 @@ def main() -> None:
                                   "--eval-n", str(args.n), "-o", str(int8_bundle), "--json"], log))
     for name, bundle in (("eval fp32", float_bundle), ("eval int8", int8_bundle)):
         steps.append(run(name, ["eval", str(bundle), "--data", str(data), "--limit", str(args.n), "--batch",
-                                str(args.n), "--json"], log))
+                                str(args.n), "--no-halt", "--json"], log))
     result = {"preset": args.preset, "target": args.target, "n": args.n, "cpus": os.cpu_count(), "steps": steps}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

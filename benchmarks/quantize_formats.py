@@ -54,7 +54,7 @@ def sudoku_tokens(n: int, seed: int) -> np.ndarray:
 
 
 def export_step(model, path: Path, opset: int = 17) -> None:
-    """The step graph per DESIGN.md (single puzzle embedding folded in), legacy exporter, dynamic batch."""
+    """The step graph per docs/design.md (single puzzle embedding folded in), legacy exporter, dynamic batch."""
     import torch
 
     class Step(torch.nn.Module):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trm_edge.commands.runtime import runtime_label
+from trm_edge.commands.bench import runtime_label
 
 
 def print_table(report: dict) -> None:
@@ -57,8 +57,7 @@ def main() -> None:
     for flag, value in (("--max-steps", args.max_steps), ("--data", args.data), ("--threads", args.threads)):
         if value:
             command += [flag, str(value)]
-    if args.halt:
-        command.append("--halt")
+    command.append("--halt" if args.halt else "--no-halt")
     print("$ trm-edge " + " ".join(command[3:]), file=sys.stderr, flush=True)
     report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     print(f"\n(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")

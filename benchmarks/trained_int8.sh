@@ -4,10 +4,10 @@
 # e.g. bash benchmarks/trained_int8.sh runs/maze/model data/maze9 data/maze-fresh /tmp/maze-int8
 # (fresh puzzles: trm-edge data build --like MODEL -o FRESH_DATA --train 0 --test 2000 --seed 2026).
 # Prints: exact accuracy, difference to fp32, answers equal to fp32's, fp32-solved puzzles still solved.
-# EVAL_FLAGS=--halt evaluates with the model's halting (default: all 16 supervision steps).
+# EVAL_FLAGS=--halt evaluates with the model's halting (default: --no-halt, all 16 supervision steps).
 set -euo pipefail
 MODEL=$1 CALIB=$2 FRESH=$3 OUT=$4
-EVAL_FLAGS=${EVAL_FLAGS:-}
+EVAL_FLAGS=${EVAL_FLAGS:---no-halt}
 T=.venv/bin/trm-edge
 mkdir -p "$OUT"
 for target in x86-avx512 jetson-orin-nano; do
@@ -22,9 +22,9 @@ BUNDLES="x86-avx512 x86-int8 jetson-int8 x86-int8-att"
 for b in $BUNDLES; do
   $T eval "$OUT/$b" --data "$FRESH" --batch 64 $EVAL_FLAGS --save-preds "$OUT/$b.npy" --json > "$OUT/eval-$b.json"
 done
-$T eval "$OUT/x86-avx512" --data "$FRESH" --batch 64 --max-steps 1 --json > "$OUT/eval-1step.json"
-$T bench "$OUT/x86-avx512" "$OUT/x86-int8" "$OUT/jetson-int8" --data "$FRESH" --batch 16 --repeats 3 --json \
-  > "$OUT/bench.json"
+$T eval "$OUT/x86-avx512" --data "$FRESH" --batch 64 --max-steps 1 --no-halt --json > "$OUT/eval-1step.json"
+$T bench "$OUT/x86-avx512" "$OUT/x86-int8" "$OUT/jetson-int8" --data "$FRESH" --batch 16 --no-halt --repeats 3 \
+  --json > "$OUT/bench.json"
 .venv/bin/python - "$OUT" "$FRESH" $BUNDLES <<'PY'
 import json
 import sys

@@ -1,6 +1,6 @@
 """trm-edge: Tiny Recursive Models from training to edge devices."""
 
-__version__ = "0.1.0"
+from trm_edge.version import __version__
 
 
 def load_model(path):

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import typer
 
-from trm_edge import __version__
+from trm_edge.version import __version__
 from trm_edge.commands import data, export, model, quantize, runtime, train
 from trm_edge.errors import TrmEdgeError, missing_host_package
 from trm_edge.quiet import set_verbose

@@ -196,8 +196,8 @@ def test_eval_reports_accuracy_steps_and_saves_predictions(bundles, sudoku_data,
 def test_bench_json_and_plot(bundles, tmp_path):
     _, bundle = bundles("mlp")
     plot = tmp_path / "bench.png"
-    result = run("bench", str(bundle), "--batch", "1", "--batch", "3", "--max-steps", "2", "--repeats", "2",
-                 "--warmup", "0", "--plot", str(plot), "--json")
+    result = run("bench", str(bundle), "--batch", "1", "--batch", "3", "--max-steps", "2", "--no-halt", "--repeats",
+                 "2", "--warmup", "0", "--plot", str(plot), "--json")
     report = json.loads(result.stdout)
     (entry,) = report["models"]
     assert [r["batch"] for r in entry["results"]] == [1, 3] and report["baseline"] == entry["model"] == str(bundle)
@@ -253,7 +253,7 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     _, bundle = bundles("mlp")
     plot = tmp_path / "compare.png"
     result = run("compare", str(checkpoint), str(bundle), "--data", str(sudoku_data), "--limit", "6",
-                 "--max-steps", "2", "--plot", str(plot), "--json")
+                 "--max-steps", "2", "--no-halt", "--plot", str(plot), "--json")
     report = json.loads(result.stdout)
     assert report["a"]["runtime"] == "torch" and report["b"]["runtime"] == "onnxruntime"
     assert [r["step"] for r in report["teacher_forced"]] == [1, 2]
@@ -263,7 +263,7 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     assert "teacher-forced" in run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data",
                                    str(sudoku_data), "--limit", "2", "--max-steps", "1").output
     answers_only = json.loads(run("compare", str(checkpoint), str(bundle), "--data", str(sudoku_data), "--limit", "6",
-                                  "--max-steps", "2", "--teacher-forced-limit", "0", "--json").stdout)
+                                  "--max-steps", "2", "--no-halt", "--teacher-forced-limit", "0", "--json").stdout)
     assert answers_only["teacher_forced"] == [] and answers_only["free_running"]["answer_agreement"] == 1.0
     assert answers_only["free_running"]["a_solved_kept"] is None  # a random model solves nothing to keep
 
@@ -307,7 +307,7 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
                     H_cycles=1, L_cycles=1, L_layers=1, halt_max_steps=2)
     checkpoint = save_checkpoint(build_model(cfg, seed=0), tmp_path / "ckpt", task="arc")
     preds, submission = tmp_path / "preds.npy", tmp_path / "submission.json"
-    result = run("eval", str(checkpoint), "--data", str(data), "--json", "--save-preds", str(preds),
+    result = run("eval", str(checkpoint), "--data", str(data), "--no-halt", "--json", "--save-preds", str(preds),
                  "--submission", str(submission))
     scores = json.loads(result.stdout)["arc"]
     assert [scores[f"pass@{k}"] for k in PASS_KS] == sorted(scores[f"pass@{k}"] for k in PASS_KS)
@@ -359,7 +359,7 @@ def test_solve_arc_tasks_on_the_device_equals_the_vote_of_eval(arc_bundle, tmp_p
     augmented test inputs), without torch."""
     bundle, data, _, combined = arc_bundle
     from_eval = tmp_path / "eval.json"
-    run("eval", str(bundle), "--data", str(data), "--submission", str(from_eval), "--json")
+    run("eval", str(bundle), "--data", str(data), "--no-halt", "--submission", str(from_eval), "--json")
     from_solve = tmp_path / "solve.json"
     result = cli("solve", str(combined), "--model", str(bundle), "--no-halt", "--json", "--submission",
                  str(from_solve), shim=True)
@@ -498,8 +498,8 @@ def test_a_dataset_written_as_the_official_builder_writes_it_is_read_as_it_is(tm
     bundle = tmp_path / "bundle"
     run("export", str(checkpoint), "--target", "cpu", "--identifiers", str(data), "-o", str(bundle))
     preds, submission = tmp_path / "preds.npy", tmp_path / "submission.json"
-    scores = json.loads(run("eval", str(bundle), "--data", str(data), "--json", "--save-preds", str(preds),
-                            "--submission", str(submission)).stdout)["arc"]
+    scores = json.loads(run("eval", str(bundle), "--data", str(data), "--no-halt", "--json", "--save-preds",
+                            str(preds), "--submission", str(submission)).stdout)["arc"]
     examples = read_examples(str(data), "test")
     test_puzzles = json.loads((data / "test_puzzles.json").read_text())
     bias = float(build_model(cfg, seed=4).q_head.bias[0].detach())

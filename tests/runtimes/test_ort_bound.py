@@ -8,9 +8,8 @@ import pytest
 from tests.runtimes.conftest import random_ids, random_tokens
 from trm_edge.errors import TrmEdgeError
 from trm_edge.runtimes import Solver, open_runtime
-from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.interface import HostRecurrence, Runtime
 from trm_edge.runtimes.ort import BoundRecurrence
-from trm_edge.runtimes.recurrence import HostRecurrence
 
 
 @pytest.mark.parametrize("name", ["mlp", "many-puzzles"])

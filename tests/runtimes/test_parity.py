@@ -1,6 +1,6 @@
 """Parity is the product: the bundle runtimes (onnxruntime, OpenVINO) reproduce the torch reference.
 
-Random-weight TRM is chaotic (DESIGN.md), so every step is compared teacher-forced (both runtimes fed
+Random-weight TRM is chaotic (docs/design.md), so every step is compared teacher-forced (both runtimes fed
 the torch trajectory's state); whole solver runs are compared over few steps only, and over a whole
 trajectory only for a trained model (the slow test on the shipped ``default`` model).
 """

@@ -8,7 +8,8 @@ import pytest
 
 from trm_edge.errors import RuntimeUnavailableError
 from trm_edge.runtimes import RUNTIMES, available_runtimes, get_runtime, open_runtime, open_source
-from trm_edge.runtimes.registry import default_runtime, parse_runtime_spec
+from trm_edge.runtimes.registry import parse_runtime_spec
+from trm_edge.runtimes.sources import default_runtime
 
 # Where each registered runtime is tested; the guard below fails when a runtime is added untested.
 TESTED_IN = {

@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import TINY_CONFIGS
 from trm_edge.errors import PuzzleError, TrmEdgeError
 from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.model_source import ModelSource
 from trm_edge.runtimes.solver import Solver, answers, sigmoid
-from trm_edge.runtimes.sources import ModelSource
 
 CFG = TINY_CONFIGS["learned"]  # no puzzle embedding input, seq 36, vocab 6, 3 steps
 

@@ -8,8 +8,7 @@ from typing import Any, List
 
 import typer
 
-from trm_edge.commands.common import (MODEL_HELP, halt_option, json_option, max_steps_option, open_model,
-                                      resolve_model, runtime_option, threads_option)
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import TrmEdgeError
 from trm_edge.progress import progress
@@ -21,20 +20,20 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    models: List[str] = typer.Argument(None, help=MODEL_HELP + " Several are timed side by side (their runs "
+    models: List[str] = typer.Argument(None, help=common.MODEL_HELP + " Several are timed side by side (their runs "
                                        "interleaved) and compared with the first.", show_default=False),
-    runtime: List[str] = runtime_option(extra="Once for all models, or once per model in order; `all`: every "
-                                              "installed runtime that runs them."),
+    runtime: List[str] = common.runtime_option(extra="Once for all models, or once per model in order; `all`: "
+                                                     "every installed runtime that runs them."),
     batch: List[int] = typer.Option([1, 16], "--batch", "-b", help="Batch size(s); repeat for several."),
-    max_steps: int = max_steps_option(),
-    halt: bool = halt_option(),
+    max_steps: int = common.max_steps_option(),
+    halt: bool = common.halt_option(),
     data: Path = typer.Option(None, "--data", help="Take puzzles from this dataset (default: random tokens)."),
     split: str = typer.Option("test", "--split"),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per batch size (and model)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed runs first."),
-    threads: int = threads_option(),
+    threads: int = common.threads_option(),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of latency and throughput vs batch."),
-    as_json: bool = json_option(),
+    as_json: bool = common.json_option(),
 ) -> None:
     """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory.
 
@@ -64,7 +63,7 @@ def bench(
     if len(runtimes) != len(models):
         raise TrmEdgeError(f"--runtime is given {len(runtimes)} times for {len(models)} models: give it once for "
                            "all, or once per model")
-    rts = [open_model(m, r, threads=threads) for m, r in zip(models, runtimes)]  # noqa: B905
+    rts = [common.open_model(m, r, threads=threads) for m, r in zip(models, runtimes)]  # noqa: B905
     if len({rt.config.seq_len for rt in rts}) > 1:
         raise TrmEdgeError("the models to compare take puzzles of different lengths: "
                            f"{', '.join(f'{rt.source.path}: {rt.config.seq_len}' for rt in rts)}")
@@ -142,7 +141,7 @@ def _every_runtime(models: list[Any]) -> tuple[list[Any], list[str]]:
 
     pairs = []
     for model in models:
-        source = open_source(resolve_model(model))
+        source = open_source(common.resolve_model(model))
         engine = source.bundle.manifest.tensorrt_engine if source.bundle is not None else None
         for name, entry in RUNTIMES.items():
             if entry.available() and source.kind in entry.runs and (name != "tensorrt" or engine is not None):

@@ -81,7 +81,8 @@ def resolve_model(model: str | None) -> str:
 def open_model(model: Any, runtime: str | None, *, threads: int | None = None):
     """A runtime (not loaded) for a model name/path or an opened ModelSource; a checkpoint asked to run on a bundle
     runtime is exported to a temporary bundle first."""
-    from trm_edge.runtimes.sources import ModelSource, open_runtime, open_source
+    from trm_edge.runtimes.model_source import ModelSource
+    from trm_edge.runtimes.sources import open_runtime, open_source
 
     source = model if isinstance(model, ModelSource) else open_source(resolve_model(model))
     if source.kind == "checkpoint" and runtime:

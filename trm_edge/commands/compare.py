@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from trm_edge.commands.common import (batch_option, fmt, halt_option, json_option, max_steps_option, open_model,
-                                      runtime_option, threshold_option)
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import TrmEdgeError
 from trm_edge.progress import progress
@@ -25,17 +24,17 @@ def compare(
     model_b: str = typer.Argument(None, help="Candidate: bundle or checkpoint (default: A itself, on --runtime-b)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout."),
     split: str = typer.Option("test", "--split"),
-    runtime_a: str = runtime_option("--runtime-a"),
-    runtime_b: str = runtime_option("--runtime-b"),
+    runtime_a: str = common.runtime_option("--runtime-a"),
+    runtime_b: str = common.runtime_option("--runtime-b"),
     limit: int = typer.Option(64, "--limit", help="Puzzles to compare."),
-    max_steps: int = max_steps_option(),
-    halt: bool = halt_option(),
-    threshold: float = threshold_option(),
-    batch: int = batch_option(),
+    max_steps: int = common.max_steps_option(),
+    halt: bool = common.halt_option(),
+    threshold: float = common.threshold_option(),
+    batch: int = common.batch_option(),
     teacher_limit: int = typer.Option(None, "--teacher-forced-limit", help="Teacher-force only the first N of the "
                                       "puzzles (it runs both models twice per step; default: all, 0: none)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of divergence vs supervision step."),
-    as_json: bool = json_option(),
+    as_json: bool = common.json_option(),
 ) -> None:
     """Parity between two models/bundles/runtimes: teacher-forced per-step divergence, answers, halting.
 
@@ -45,8 +44,8 @@ def compare(
     from trm_edge.runtimes.parity import free_running, teacher_forced
     from trm_edge.runtimes.solver import Solver
 
-    a = open_model(model_a, runtime_a)
-    b = open_model(model_b or model_a, runtime_b)
+    a = common.open_model(model_a, runtime_a)
+    b = common.open_model(model_b or model_a, runtime_b)
     examples = read_examples(str(data), split, config=a.config).head(limit)
     steps = max_steps or a.config.halt_max_steps
     if teacher_limit is not None and teacher_limit < 0:
@@ -90,5 +89,5 @@ def compare(
         console.print(table)
     summary = Table(title="free-running answers", show_header=False)
     for key, value in answers_report.items():
-        summary.add_row(key, ", ".join(fmt(v) for v in value) if isinstance(value, list) else fmt(value))
+        summary.add_row(key, ", ".join(common.fmt(v) for v in value) if isinstance(value, list) else common.fmt(value))
     console.print(summary)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from trm_edge.commands.common import json_option
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import TrmEdgeError
 from trm_edge.progress import err_console
@@ -30,7 +30,7 @@ def build_engine(
                                  help="Run on this DLA core (Orin AGX/NX, Xavier), GPU fallback for the rest; "
                                       "needs a static-batch bundle (export --batch N) and --fp16 or --int8."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the trtexec line; build nothing."),
-    as_json: bool = json_option(),
+    as_json: bool = common.json_option(),
 ) -> None:
     """Build the TensorRT engine of a bundle on this GPU and record it (GPU, compute capability, SMs, memory,
     TensorRT version, power mode) in the manifest; prints the equivalent trtexec command. The precision

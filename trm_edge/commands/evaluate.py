@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from trm_edge.commands.common import (MODEL_HELP, batch_option, fmt, halt_option, json_option, max_steps_option,
-                                      open_model, runtime_option, threads_option, threshold_option)
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import DatasetError, PuzzleError
 from trm_edge.io import write_json_atomic
@@ -22,28 +21,27 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    model: str = typer.Argument(None, help=MODEL_HELP),
+    model: str = typer.Argument(None, help=common.MODEL_HELP),
     data: Path = typer.Option(..., "--data", help="Dataset directory in the official layout."),
     split: str = typer.Option("test", "--split", help="train or test."),
-    runtime: str = runtime_option(),
-    max_steps: int = max_steps_option(),
-    halt: bool = halt_option(),
-    threshold: float = threshold_option(),
-    batch: int = batch_option(64),
+    runtime: str = common.runtime_option(),
+    max_steps: int = common.max_steps_option(),
+    halt: bool = common.halt_option(),
+    threshold: float = common.threshold_option(),
+    batch: int = common.batch_option(64),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
-    threads: int = threads_option(),
+    threads: int = common.threads_option(),
     save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
     submission: Path = typer.Option(None, "--submission", help="ARC test split: write the ARC Prize submission "
                                     "(two attempts per test input, from the vote) to this JSON file."),
-    as_json: bool = json_option(),
+    as_json: bool = common.json_option(),
 ) -> None:
-    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics. On an ARC
-    test split also the official metric: votes over each test input's augmented versions, pass@1, pass@2 (the
-    ARC Prize score) and the evaluator's other pass@K, averaged over tasks.
+    """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics.
 
-    By default each puzzle halts as in solve (the same answers, the same ARC attempts); --no-halt runs every step,
-    as the official evaluation does."""
+    On an ARC test split also the official metric: votes over each test input's augmented versions, pass@1, pass@2
+    (the ARC Prize score) and the evaluator's other pass@K, averaged over tasks. Each puzzle halts as in solve (the
+    same answers, the same ARC attempts) unless --no-halt runs every step, as the official evaluation does."""
     import numpy as np
 
     from trm_edge.puzzles.codec import get_codec
@@ -55,7 +53,7 @@ def eval_command(
     if submission is not None and not arc:
         raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
 
-    rt = open_model(model, runtime, threads=threads)
+    rt = common.open_model(model, runtime, threads=threads)
     examples = read_examples(str(data), split, config=rt.config).head(limit)
     try:
         codec = get_codec(rt.task)
@@ -83,12 +81,12 @@ def eval_command(
     table = Table(title=f"eval {data} ({split}) on {report['runtime']['runtime']}", show_header=False)
     for key in ("count", "exact_accuracy", "cell_accuracy", "valid_fraction", "mean_steps", "max_steps", "halt"):
         if key in report:
-            table.add_row(key, fmt(report[key]))
+            table.add_row(key, common.fmt(report[key]))
     for key, value in report["halting"].items():
-        table.add_row(f"halting.{key}", fmt(value) if not isinstance(value, list) else str(value))
-    table.add_row("puzzles_per_s", fmt(report["puzzles_per_s"], 3))
+        table.add_row(f"halting.{key}", common.fmt(value) if not isinstance(value, list) else str(value))
+    table.add_row("puzzles_per_s", common.fmt(report["puzzles_per_s"], 3))
     if "exact_accuracy_by_step" in report:
         table.add_row("exact_accuracy_by_step", " ".join(f"{v:.3f}" for v in report["exact_accuracy_by_step"]))
     for key, value in report.get("arc", {}).items():
-        table.add_row(f"arc.{key}", fmt(value) if not isinstance(value, list) else str(len(value)))
+        table.add_row(f"arc.{key}", common.fmt(value) if not isinstance(value, list) else str(len(value)))
     console.print(table)

@@ -10,8 +10,7 @@ from typing import Any, List
 
 import typer
 
-from trm_edge.commands.common import (MODEL_HELP, batch_option, halt_option, json_option, max_steps_option,
-                                      open_model, resolve_model, runtime_option, threads_option, threshold_option)
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import PuzzleError, choices
 from trm_edge.io import write_json_atomic
@@ -86,20 +85,20 @@ def solve(
                                         "trm-edge solve -- -PUZZLE. For an ARC model: task files (one task's "
                                         "JSON, or a *_challenges.json)."),
     file: Path = typer.Option(None, "--file", "-f", help="A file of puzzles (blank-line separated; '-' for stdin)."),
-    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    runtime: str = runtime_option(),
-    max_steps: int = max_steps_option(),
-    halt: bool = halt_option(),
-    threshold: float = threshold_option(),
-    batch: int = batch_option(),
-    threads: int = threads_option(),
+    model: str = typer.Option(None, "--model", "-m", help=common.MODEL_HELP),
+    runtime: str = common.runtime_option(),
+    max_steps: int = common.max_steps_option(),
+    halt: bool = common.halt_option(),
+    threshold: float = common.threshold_option(),
+    batch: int = common.batch_option(),
+    threads: int = common.threads_option(),
     keep_going: bool = typer.Option(False, "--keep-going", help="Solve the good puzzles when some are malformed."),
     task_ids: List[str] = typer.Option(None, "--task", help="ARC: solve only this task of the files (repeatable)."),
     augmentations: int = typer.Option(None, "--augmentations", help="ARC: vote over at most this many versions of "
                                       "each test input (default: every version the model has an embedding for)."),
     submission: Path = typer.Option(None, "--submission", help="ARC: write the ARC Prize submission (two attempts "
                                     "per test input) to this JSON file."),
-    as_json: bool = json_option("One JSON object per puzzle on stdout (ARC: the submission object)."),
+    as_json: bool = common.json_option("One JSON object per puzzle on stdout (ARC: the submission object)."),
 ) -> None:
     """Solve puzzles with a bundle or checkpoint; print the grids, or JSON with --json.
 
@@ -110,7 +109,7 @@ def solve(
 
     if not puzzles and file is None:
         raise PuzzleError("no puzzles: give PUZZLE arguments or --file F")
-    source = open_source(resolve_model(model))
+    source = open_source(common.resolve_model(model))
     arc_only = {"--task": task_ids, "--augmentations": augmentations, "--submission": submission}
     if source.task == "arc":
         _solve_arc(source, [*(puzzles or []), *([str(file)] if file else [])], task_ids=task_ids or [],
@@ -134,7 +133,7 @@ def solve(
 
         from trm_edge.runtimes.solver import Solver, answers
 
-        rt = open_model(source, runtime, threads=threads)
+        rt = common.open_model(source, runtime, threads=threads)
         inputs = np.stack([tokens for _, tokens in parsed])
         with rt, progress(disable=len(parsed) < 32) as bar:
             task = bar.add_task("solving", total=len(parsed))
@@ -165,7 +164,7 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
             raise PuzzleError(f"task {missing[0]!r} is not in {', '.join(paths)} ({len(tasks)} task(s): "
                               f"{choices(sorted(tasks)[:8])})")
         tasks = {t: tasks[t] for t in dict.fromkeys(task_ids)}
-    rt = open_model(source, runtime, threads=threads)
+    rt = common.open_model(source, runtime, threads=threads)
     embeddings = TaskEmbeddings.of(rt)
     plans = plan_tasks(embeddings, list(tasks.values()), augmentations)
     solver = Solver(rt, **solver_options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from trm_edge.commands.common import json_option, runtime_option
+from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 
 
@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
-    runtime: str = runtime_option(),
-    as_json: bool = json_option(),
+    runtime: str = common.runtime_option(),
+    as_json: bool = common.json_option(),
 ) -> None:
     """On-device parity: checksums, then the bundle's golden I/O through the runtime; pass/fail."""
     from trm_edge.errors import BundleError

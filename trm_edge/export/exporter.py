@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trm_edge import __version__
+from trm_edge.version import __version__
 from trm_edge.bundle import store as B
 from trm_edge.bundle.manifest import Manifest
 from trm_edge.bundle.tolerances import tolerance_for

@@ -181,7 +181,7 @@ def cleanup(model: onnx.ModelProto) -> tuple[onnx.ModelProto, CleanupReport]:
 
 
 def _version() -> str:
-    from trm_edge import __version__
+    from trm_edge.version import __version__
 
     return __version__
 

@@ -1,7 +1,7 @@
 """Puzzle-like token batches for export validation and golden I/O (numpy only, seeded).
 
 Validation must see the token statistics of real puzzles (mostly a few symbols, structured grids),
-not uniform noise. These are quick stand-ins in the official token layout (DESIGN.md); callers with
+not uniform noise. These are quick stand-ins in the official token layout (docs/design.md); callers with
 real puzzles pass them instead (``validation_inputs``).
 """
 

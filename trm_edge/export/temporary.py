@@ -8,8 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from trm_edge.runtimes.model_source import ModelSource
 from trm_edge.runtimes.registry import RUNTIMES, parse_runtime_spec
-from trm_edge.runtimes.sources import ModelSource, open_source
+from trm_edge.runtimes.sources import open_source
 
 
 def needs_bundle(source: ModelSource, runtime: str | None) -> bool:

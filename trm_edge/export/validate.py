@@ -23,9 +23,9 @@ from trm_edge.bundle.manifest import Manifest
 from trm_edge.bundle.store import Bundle
 from trm_edge.bundle.tolerances import SCALE_PREFIX, OutputCheck, error_ratio, raise_for_failures, tolerance_for
 from trm_edge.config import TRMConfig
+from trm_edge.runtimes.model_source import bundle_source
 from trm_edge.runtimes.ort import OnnxRuntime
 from trm_edge.runtimes.recursion import Recursion
-from trm_edge.runtimes.sources import bundle_source
 from trm_edge.runtimes.torch_ref import TorchRuntime
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trm_edge import __version__
+from trm_edge.version import __version__
 
 RECIPE_KEYS = ("task", "options", "train", "test", "aug", "seed")  # what every recipe holds
 

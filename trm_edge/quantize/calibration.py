@@ -185,9 +185,9 @@ def record(model: onnx.ModelProto, bundle: Bundle, examples, *, tensors: Sequenc
     ``halt=True`` follows the runtime's early exit: a puzzle stops contributing after the step the halting rule
     stops it at ``threshold``. Default: every puzzle runs all ``halt_max_steps`` steps (the official evaluation),
     which also covers every state a halting runtime meets."""
+    from trm_edge.runtimes.model_source import bundle_source
     from trm_edge.runtimes.ort import OnnxRuntime, OrtOptions
     from trm_edge.runtimes.recursion import Recursion
-    from trm_edge.runtimes.sources import bundle_source
 
     config = bundle.config
     steps = max_steps or config.halt_max_steps

@@ -18,8 +18,8 @@ from trm_edge.bundle.store import Bundle
 def open_runtime(bundle: Bundle, graph_path: str | Path | None = None, *, precision: str | None = None,
                  threads: int | None = None):
     """An onnxruntime Runtime (CPU) on ``bundle``, or on ``bundle`` with another step graph."""
+    from trm_edge.runtimes.model_source import bundle_source
     from trm_edge.runtimes.ort import OnnxRuntime
-    from trm_edge.runtimes.sources import bundle_source
 
     if graph_path is not None:
         bundle = bundle.with_step_graph(graph_path, precision=precision or bundle.precision)

@@ -16,7 +16,7 @@ import numpy as np
 from trm_edge.bundle.contract import STEP_OUTPUTS
 from trm_edge.errors import RuntimeUnavailableError, choices
 from trm_edge.runtimes.interface import Runtime
-from trm_edge.runtimes.sources import ModelSource
+from trm_edge.runtimes.model_source import ModelSource
 
 PRECISIONS = ("f32", "bf16")
 

@@ -17,8 +17,8 @@ import numpy as np
 from trm_edge.bundle.contract import STEP_OUTPUTS
 from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
 from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.model_source import ModelSource
 from trm_edge.runtimes.recurrence import Recurrence, kept_rows
-from trm_edge.runtimes.sources import ModelSource
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}

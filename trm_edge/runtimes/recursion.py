@@ -24,8 +24,8 @@ import numpy as np
 
 from trm_edge.bundle.contract import halts
 from trm_edge.errors import PuzzleError, TrmEdgeError
-from trm_edge.runtimes.interface import Runtime
-from trm_edge.runtimes.recurrence import HostRecurrence, Recurrence
+from trm_edge.runtimes.interface import HostRecurrence, Runtime
+from trm_edge.runtimes.recurrence import Recurrence
 
 
 @dataclass

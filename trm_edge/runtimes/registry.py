@@ -1,5 +1,5 @@
 """The registry of runtimes: where each adapter lives, what it needs installed, which bundle precisions its parity
-is tested for; lookup by name or alias, and the default runtime for a model source.
+is tested for; lookup by name or alias (sources.py picks the default runtime for a model source).
 
 Nothing here imports an adapter: ``get_runtime`` imports it by name when asked.
 """
@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
-
-if TYPE_CHECKING:
-    from trm_edge.runtimes.interface import Runtime
-    from trm_edge.runtimes.sources import ModelSource
+from trm_edge.errors import RuntimeUnavailableError, choices
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ RUNTIMES: dict[str, RuntimeEntry] = {
 }
 
 
-def _lookup(name: str) -> RuntimeEntry:
+def lookup(name: str) -> RuntimeEntry:
     for entry in RUNTIMES.values():
         if name == entry.name or name in entry.aliases:
             return entry
@@ -95,13 +89,13 @@ def runtimes_for(kind: str) -> list[str]:
 def parse_runtime_spec(spec: str) -> tuple[str, str | None]:
     """``"onnxruntime:cuda"`` -> ``("onnxruntime", "cuda")``; aliases resolved."""
     name, _, device = spec.strip().partition(":")
-    return _lookup(name.strip().lower()).name, (device.strip().lower() or None)
+    return lookup(name.strip().lower()).name, (device.strip().lower() or None)
 
 
-def get_runtime(name: str) -> type[Runtime]:
+def get_runtime(name: str) -> type:
     """The adapter class of a runtime, imported now. Raises RuntimeUnavailableError naming the
     package to install and the runtimes that are available here."""
-    entry = _lookup(name)
+    entry = lookup(name)
     missing = entry.missing()
     if missing:
         raise RuntimeUnavailableError(
@@ -109,42 +103,3 @@ def get_runtime(name: str) -> type[Runtime]:
             f"{entry.install}; available runtimes: {choices(available_runtimes()) or 'none'}")
     module = importlib.import_module(entry.module)
     return getattr(module, entry.cls)
-
-
-def default_runtime(source: ModelSource) -> str:
-    """Checkpoints run on torch; a bundle runs on the fastest of its target's runtimes (the profile's measured
-    ranking for the bundle's precision, else its listed order) that is installed here and holds parity for that
-    precision (onnxruntime when none does)."""
-    if source.kind == "checkpoint":
-        return "torch"
-    wanted: Sequence[str] = ()
-    if source.target:
-        try:
-            from trm_edge.targets import get_target
-
-            wanted = get_target(source.target).ranking(source.precision)
-        except (ImportError, TrmEdgeError):
-            wanted = ()
-    for name in wanted:
-        try:
-            entry = _lookup(str(name))
-        except RuntimeUnavailableError:
-            continue
-        if (entry.available() and "bundle" in entry.runs and _holds_parity(entry, source)
-                and (entry.name != "tensorrt" or _has_engine(source))):
-            return entry.name
-    return "onnxruntime"
-
-
-def _holds_parity(entry: RuntimeEntry, source: ModelSource) -> bool:
-    """Tested at this precision; and for a quantized bundle, verifiable: its golden I/O holds onnxruntime's
-    kernels' outputs, so another runtime's INT8/FP16 needs the float32 reference that newer bundles carry."""
-    if source.precision not in entry.parity:
-        return False
-    if source.precision == "fp32" or entry.name == "onnxruntime":
-        return True
-    return source.bundle is not None and source.bundle.manifest.has_float_reference
-
-
-def _has_engine(source: ModelSource) -> bool:
-    return source.bundle is not None and source.bundle.manifest.tensorrt_engine is not None

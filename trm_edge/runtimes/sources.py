@@ -1,4 +1,4 @@
-"""What a runtime runs: the model sources (a bundle or a checkpoint), how a name or path resolves to one, and
+"""How a model name or path resolves to a :class:`ModelSource`, the default runtime for a source, and
 ``open_runtime``, which pairs a source with the runtime asked for (or the default one).
 
 Nothing here imports torch, onnxruntime or tensorrt: adapters are imported by name, on demand.
@@ -7,34 +7,17 @@ Nothing here imports torch, onnxruntime or tensorrt: adapters are imported by na
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from trm_edge.bundle.manifest import MANIFEST
-from trm_edge.bundle.store import Bundle, load_bundle
+from trm_edge.bundle.store import load_bundle
 from trm_edge.config import TRMConfig
-from trm_edge.errors import BundleError, CheckpointError, TrmEdgeError
+from trm_edge.errors import BundleError, CheckpointError, RuntimeUnavailableError, TrmEdgeError
 from trm_edge.runtimes.interface import Runtime
-from trm_edge.runtimes.registry import default_runtime, get_runtime, parse_runtime_spec
-
-
-@dataclass
-class ModelSource:
-    """What a runtime runs: a deployment bundle (device side) or a checkpoint directory (torch)."""
-
-    kind: str  # "bundle" | "checkpoint"
-    path: Path
-    config: TRMConfig
-    task: str | None  # sudoku | maze | arc (None: a model of no known task, e.g. in tests)
-    bundle: Bundle | None = None  # when kind == "bundle"
-    target: str | None = None
-    precision: str = "fp32"
-    halt_threshold: float = 0.0  # the model's calibrated halting threshold (manifest loop / checkpoint halting)
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.path}"
+from trm_edge.runtimes.model_source import ModelSource, bundle_source
+from trm_edge.runtimes.registry import RuntimeEntry, get_runtime, lookup, parse_runtime_spec
 
 
 def open_source(model: str | os.PathLike) -> ModelSource:
@@ -58,12 +41,6 @@ def open_source(model: str | os.PathLike) -> ModelSource:
                        halt_threshold=halt_threshold(info))
 
 
-def bundle_source(bundle: Bundle) -> ModelSource:
-    """The source of a bundle already opened (or made in memory by export and quantize)."""
-    return ModelSource(kind="bundle", path=bundle.path, config=bundle.config, task=bundle.task, bundle=bundle,
-                       target=bundle.target, precision=bundle.precision, halt_threshold=bundle.halt_threshold)
-
-
 def default_model() -> str | None:
     """The shipped default model, when the package has one (the trainer ships it): its exported CPU
     bundle (``models/default/bundle``, torch-free) when present, else the checkpoint name ``default``."""
@@ -77,6 +54,45 @@ def default_model() -> str | None:
     except TrmEdgeError:
         return None
     return "default"
+
+
+def default_runtime(source: ModelSource) -> str:
+    """Checkpoints run on torch; a bundle runs on the fastest of its target's runtimes (the profile's measured
+    ranking for the bundle's precision, else its listed order) that is installed here and holds parity for that
+    precision (onnxruntime when none does)."""
+    if source.kind == "checkpoint":
+        return "torch"
+    wanted: Sequence[str] = ()
+    if source.target:
+        try:
+            from trm_edge.targets import get_target
+
+            wanted = get_target(source.target).ranking(source.precision)
+        except (ImportError, TrmEdgeError):
+            wanted = ()
+    for name in wanted:
+        try:
+            entry = lookup(str(name))
+        except RuntimeUnavailableError:
+            continue
+        if (entry.available() and "bundle" in entry.runs and _holds_parity(entry, source)
+                and (entry.name != "tensorrt" or _has_engine(source))):
+            return entry.name
+    return "onnxruntime"
+
+
+def _holds_parity(entry: RuntimeEntry, source: ModelSource) -> bool:
+    """Tested at this precision; and for a quantized bundle, verifiable: its golden I/O holds onnxruntime's
+    kernels' outputs, so another runtime's INT8/FP16 needs the float32 reference that newer bundles carry."""
+    if source.precision not in entry.parity:
+        return False
+    if source.precision == "fp32" or entry.name == "onnxruntime":
+        return True
+    return source.bundle is not None and source.bundle.manifest.has_float_reference
+
+
+def _has_engine(source: ModelSource) -> bool:
+    return source.bundle is not None and source.bundle.manifest.tensorrt_engine is not None
 
 
 def open_runtime(model: str | os.PathLike | ModelSource, runtime: str | None = None, *, threads: int | None = None,

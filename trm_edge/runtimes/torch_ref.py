@@ -13,7 +13,7 @@ import torch
 
 from trm_edge.errors import PuzzleError, RuntimeUnavailableError
 from trm_edge.runtimes.interface import Runtime
-from trm_edge.runtimes.sources import ModelSource
+from trm_edge.runtimes.model_source import ModelSource
 
 
 class TorchRuntime(Runtime):

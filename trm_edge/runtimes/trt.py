@@ -32,8 +32,8 @@ from trm_edge.bundle.contract import STEP_OUTPUTS, input_names
 from trm_edge.errors import BundleError, RuntimeUnavailableError, TrmEdgeError, choices
 from trm_edge.runtimes.cuda import CudaMemory, DeviceBuffer, cuda_memory, parse_device_index
 from trm_edge.runtimes.interface import Runtime
+from trm_edge.runtimes.model_source import ModelSource
 from trm_edge.runtimes.recurrence import Recurrence, kept_rows
-from trm_edge.runtimes.sources import ModelSource
 
 ENGINE_FILE = "step.engine"
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from trm_edge import __version__
+from trm_edge.version import __version__
 from trm_edge.config import TRMConfig
 from trm_edge.errors import CheckpointError, choices
 from trm_edge.io import atomic_directory
