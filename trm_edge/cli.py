@@ -9,10 +9,10 @@ from typing import NoReturn
 
 import typer
 
-from trm_edge.version import __version__
 from trm_edge.commands import data, export, model, quantize, runtime, train
 from trm_edge.errors import TrmEdgeError, missing_host_package
 from trm_edge.quiet import set_verbose
+from trm_edge.version import __version__
 
 app = typer.Typer(
     name="trm-edge",

@@ -268,23 +268,38 @@ def test_compare_checkpoint_on_torch_with_bundle_on_onnxruntime(bundles, checkpo
     assert answers_only["free_running"]["a_solved_kept"] is None  # a random model solves nothing to keep
 
 
-def test_compare_and_bench_halt_where_solve_and_eval_do(tmp_path):
-    """A trained model halts at its calibrated threshold (3.0 for the shipped default model): the Solver's default,
-    so compare --halt and bench --halt measure that halting, not the threshold 0 of an uncalibrated model."""
-    bundle = ROOT / "trm_edge" / "models" / "default" / "bundle"
-    data = tmp_path / "fresh"
-    run("data", "build", "--like", "default", "-o", str(data), "--train", "0", "--test", "16", "--seed", "11")
-    evaluated = json.loads(run("eval", str(bundle), "--data", str(data), "--halt", "--json").stdout)
-    compared = json.loads(run("compare", str(bundle), "--runtime-b", "onnxruntime", "--data", str(data), "--halt",
-                              "--teacher-forced-limit", "0", "--json").stdout)
-    assert evaluated["halting"]["threshold"] == 3.0
+def test_solve_eval_compare_and_bench_halt_alike_by_default(tmp_path):
+    """One set of recursion defaults (trm_edge.runtimes.recursion.DEFAULTS) in every command that runs it: solve, eval,
+    compare and bench halt by default at the model's calibrated threshold (3.0 for the shipped default model, not
+    the 0 of an uncalibrated one), so the same puzzles stop at the same steps with the same answers in each; --halt
+    is still accepted, and --no-halt runs every step."""
+    from trm_edge.puzzles.codec import get_codec
+    from trm_edge.puzzles.examples import read_examples
     from trm_edge.runtimes import Solver, open_runtime
 
-    assert Solver(open_runtime(bundle)).threshold == 3.0  # the library's default too (runtimes' docstring example)
-    assert compared["free_running"]["mean_steps"] == [evaluated["mean_steps"]] * 2
-    benched = json.loads(run("bench", str(bundle), "--data", str(data), "--batch", "16", "--halt", "--repeats", "1",
+    bundle, data = str(SHIPPED_BUNDLE), tmp_path / "fresh"
+    run("data", "build", "--like", "default", "-o", str(data), "--train", "0", "--test", "8", "--seed", "5")
+    codec = get_codec("sudoku")
+    puzzles = [codec.decode(tokens) for tokens in read_examples(str(data), "test").inputs]
+    solved = [json.loads(line) for line in run("solve", *puzzles, "--model", bundle, "--json").stdout.splitlines()]
+    preds = tmp_path / "preds.npy"
+    evaluated = json.loads(run("eval", bundle, "--data", str(data), "--save-preds", str(preds), "--json").stdout)
+    compared = json.loads(run("compare", bundle, "--runtime-b", "onnxruntime", "--data", str(data),
+                              "--teacher-forced-limit", "0", "--json").stdout)
+    benched = json.loads(run("bench", bundle, "--data", str(data), "--batch", "8", "--halt", "--repeats", "1",
                              "--warmup", "0", "--json").stdout)
+    steps = [answer["steps"] for answer in solved]
+    assert min(steps) < 16 == max(steps)  # some halt early, some run every step: halting decides the answers
+    assert evaluated["halt"] is compared["halt"] is benched["models"][0]["results"][0]["halt"] is True
+    assert evaluated["halting"]["threshold"] == 3.0
+    assert Solver(open_runtime(bundle)).threshold == 3.0  # the library's default too (runtimes' docstring example)
+    assert [codec.decode(tokens) for tokens in np.load(preds)] == [answer["solution"] for answer in solved]
+    assert evaluated["halting"]["steps_histogram"] == np.bincount(steps, minlength=17)[1:].tolist()
+    assert compared["free_running"]["mean_steps"] == [evaluated["mean_steps"]] * 2 == [np.mean(steps)] * 2
+    assert compared["free_running"]["exact_accuracy"] == [evaluated["exact_accuracy"]] * 2
     assert benched["models"][0]["results"][0]["mean_steps"] == evaluated["mean_steps"]
+    every = json.loads(run("eval", bundle, "--data", str(data), "--no-halt", "--json").stdout)
+    assert every["halt"] is False and every["mean_steps"] == 16 and every["halting"]["halted_fraction"] == 0
 
 
 def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
@@ -368,6 +383,15 @@ def test_solve_arc_tasks_on_the_device_equals_the_vote_of_eval(arc_bundle, tmp_p
     assert json.loads(result.stdout) == expected == json.loads(from_solve.read_text())
     assert sorted(expected) == ["eval0", "eval1"]
     assert all(set(entry) == {"attempt_1", "attempt_2"} for entry in expected["eval0"])
+
+
+def test_solve_and_eval_give_the_same_arc_attempts_by_default(arc_bundle, tmp_path):
+    """`solve TASKS.json` and `eval --submission` halt alike by default: the same two attempts per test input."""
+    bundle, data, _, combined = arc_bundle
+    submission = tmp_path / "submission.json"
+    run("eval", str(bundle), "--data", str(data), "--submission", str(submission), "--json")
+    solved = json.loads(run("solve", str(combined), "--model", str(bundle), "--json").stdout)
+    assert solved == json.loads(submission.read_text()) and sorted(solved) == ["eval0", "eval1"]
 
 
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):

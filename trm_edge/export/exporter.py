@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trm_edge.version import __version__
 from trm_edge.bundle import store as B
 from trm_edge.bundle.manifest import Manifest
 from trm_edge.bundle.tolerances import tolerance_for
@@ -32,6 +31,7 @@ from trm_edge.export.validate import (
 from trm_edge.io import atomic_directory
 from trm_edge.targets import Target, get_target
 from trm_edge.trm.checkpoint import halt_threshold
+from trm_edge.version import __version__
 
 GRAPHS = ("step", "unrolled")
 VALIDATION_PUZZLES = 2

@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
-from trm_edge.version import __version__
 from trm_edge.config import TRMConfig
 from trm_edge.errors import CheckpointError, choices
 from trm_edge.io import atomic_directory
 from trm_edge.puzzles import TASK_SEQ_LEN
 from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
+from trm_edge.version import __version__
 
 FORMAT = "trm-edge-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
