@@ -347,9 +347,11 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
 @pytest.fixture(scope="module")
 def arc_bundle(tmp_path_factory):
     """A tiny random ARC model trained (in name) on a dataset built from ARC task files, its checkpoint keeping
-    the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself."""
+    the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself. Its
+    halting head stops some puzzles at step 1 and runs others to the end, so halting changes the answers."""
     from tests.conftest import random_trm
     from tests.puzzles.test_arc import write_sources
+    from tests.runtimes.conftest import halting_model
     from trm_edge.config import TRMConfig
     from trm_edge.puzzles.build import build_dataset
     from trm_edge.puzzles.dataset import read_identifiers
@@ -363,7 +365,8 @@ def arc_bundle(tmp_path_factory):
     cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(names), hidden_size=16, num_heads=2,
                     expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1,
                     L_cycles=1, L_layers=1, halt_max_steps=2)
-    checkpoint = save_checkpoint(random_trm(cfg, seed=3), tmp / "ckpt", task="arc", identifiers=names)
+    model = halting_model(lambda _, seed: random_trm(cfg, seed=seed), "arc", seed=3)
+    checkpoint = save_checkpoint(model, tmp / "ckpt", task="arc", identifiers=names)
     run("export", str(checkpoint), "--target", "cpu", "-o", str(tmp / "bundle"))
     return tmp / "bundle", data, training, combined
 
@@ -389,7 +392,9 @@ def test_solve_and_eval_give_the_same_arc_attempts_by_default(arc_bundle, tmp_pa
     """`solve TASKS.json` and `eval --submission` halt alike by default: the same two attempts per test input."""
     bundle, data, _, combined = arc_bundle
     submission = tmp_path / "submission.json"
-    run("eval", str(bundle), "--data", str(data), "--submission", str(submission), "--json")
+    halting = json.loads(run("eval", str(bundle), "--data", str(data), "--submission", str(submission),
+                             "--json").stdout)["halting"]
+    assert 0 < halting["halted_fraction"] < 1  # some versions halt at step 1, some run on: halting shapes the vote
     solved = json.loads(run("solve", str(combined), "--model", str(bundle), "--json").stdout)
     assert solved == json.loads(submission.read_text()) and sorted(solved) == ["eval0", "eval1"]
 

@@ -14,6 +14,9 @@ rest of trm-edge (the solver, quantization's calibration data, the CLI) codes ag
     ok = task.is_valid(puzzle_tokens, answer_tokens)   # is the answer right? never raises
     why = task.problem(puzzle_tokens, answer_tokens)   # None when it is, else why not; never raises
 
+:mod:`trm_edge.puzzles.codec` adapts a task module to the small ``Codec`` protocol the solver and the CLI speak
+(``get_codec(task)``: parse text to tokens, decode, render, validate).
+
 ``is_valid`` is exact for Sudoku (the answer keeps the givens and obeys the rules) and Maze (the
 answer marks a shortest S -> G path); an ARC answer can only be checked against the task's
 solution, so there it checks that the answer is a well-formed grid.
