@@ -186,7 +186,8 @@ def train_path(steps: int, *, nccl: bool, device: str):
     import torch
 
     from trm_edge.config import TrainConfig, TRMConfig
-    from trm_edge.trm.train import Dist, Trainer, init_distributed
+    from trm_edge.trm.distributed import Dist, init_distributed
+    from trm_edge.trm.train import Trainer
 
     if device == "cuda" and not torch.cuda.is_available():
         raise Unavailable("torch sees no CUDA device")

@@ -16,7 +16,11 @@ from trm_edge.bundle.contract import halts
 from trm_edge.config import TrainConfig, TRMConfig
 from trm_edge.errors import ConfigError, OutputExistsError, TrainingError
 from trm_edge.trm.data import ArraySplit
-from trm_edge.trm.train import TRAIN_HALT_THRESHOLD, Dist, Trainer, read_metrics, read_state, resolve_configs, train
+from trm_edge.trm.distributed import Dist
+from trm_edge.trm.losses import TRAIN_HALT_THRESHOLD
+from trm_edge.trm.run_config import resolve_configs
+from trm_edge.trm.train import Trainer, read_metrics, train
+from trm_edge.trm.train_state import read_state
 
 TINY = TRMConfig(seq_len=16, vocab_size=6, num_puzzle_identifiers=3, hidden_size=32, expansion=2.0, mlp_t=True,
                  pos_encodings="none", puzzle_emb_ndim=32, puzzle_emb_len=1, H_cycles=2, L_cycles=1,

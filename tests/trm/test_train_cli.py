@@ -123,7 +123,7 @@ def test_destroying_the_process_group_stops_gloos_threads_after_an_optimizer_exi
     destroy_process_group aborted a worker at interpreter exit once in a while."""
     script = """
 import os, socket, torch, torch.distributed as dist
-from trm_edge.trm.train import init_distributed
+from trm_edge.trm.distributed import init_distributed
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

@@ -1,1 +1,2 @@
-"""The Tiny Recursive Model in PyTorch: config, network, losses, trainer and checkpoints."""
+"""The Tiny Recursive Model in PyTorch: network, losses, optimiser, trainer (data, distribution, evaluation, resume
+state) and checkpoints. The configs it is built from live in ``trm_edge.config`` (torch-free)."""

@@ -13,6 +13,11 @@ import torch.nn.functional as F
 
 IGNORE_LABEL_ID = -100
 Q_HALT_LOSS_WEIGHT = 0.5  # the official ACTLossHead: lm_loss + 0.5 * q_halt_loss
+# The halting threshold of training and of the trainer's evaluation (the contract's rule, ``halts``): a slot halts
+# when its q_halt logit exceeds 0 (sigmoid 0.5), what the halting BCE trains the head to predict. The evaluation's
+# q_halt accuracy (did halting agree with an exact answer?) and its halting stop use it alike. Deployment may
+# calibrate another threshold per model (a bundle's ``loop.halt_threshold``).
+TRAIN_HALT_THRESHOLD = 0.0
 
 
 def stablemax_s(x: torch.Tensor) -> torch.Tensor:

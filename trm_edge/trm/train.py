@@ -17,8 +17,6 @@ reached ``halt_max_steps`` takes a fresh sample and a fresh state; the others ca
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -36,82 +34,27 @@ import torch
 import torch.distributed as dist
 
 from trm_edge.bundle.contract import halts
-from trm_edge.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
-from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError, choices
-from trm_edge.io import atomic_directory
+from trm_edge.config import TrainConfig, TRMConfig
+from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError
 from trm_edge.puzzles.dataset import read_recipe, read_split
 from trm_edge.trm.checkpoint import RUN_MODEL_DIR, read_identifier_names, save_checkpoint
-from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta, training_labels
-from trm_edge.trm.losses import IGNORE_LABEL_ID, act_loss
+from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta
+from trm_edge.trm.distributed import Dist, barrier, default_device, init_distributed, set_cpu_threads
+from trm_edge.trm.evaluation import evaluate_by_step
+from trm_edge.trm.losses import IGNORE_LABEL_ID, TRAIN_HALT_THRESHOLD, act_loss
 from trm_edge.trm.model import TRM, build_model
 from trm_edge.trm.optim import EMA, AdamATan2, lr_at, sign_sgd_rows_
+from trm_edge.trm.run_config import check_task, resolve_configs
+from trm_edge.trm.train_state import (
+    STATE_DIR,
+    STATE_FORMAT,
+    check_resume_compatible,
+    data_fingerprint,
+    read_state,
+    write_state,
+)
 
-STATE_FORMAT = "trm-edge-train-state/1"
-MODEL_DIR, STATE_DIR, METRICS_FILE = RUN_MODEL_DIR, "state", "metrics.jsonl"
-STATE_TENSORS, STATE_JSON = "trainer.safetensors", "trainer.json"
-# Training fields a resumed run may change; any other difference makes the checkpoint incompatible.
-RESUMABLE_CHANGES = ("train_steps", "eval_interval", "checkpoint_interval", "log_interval", "eval_max_examples")
-DATA_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")  # model fields the dataset decides
-# The halting threshold of training and of the trainer's evaluation (the contract's rule, ``halts``): a slot halts
-# when its q_halt logit exceeds 0 (sigmoid 0.5), what the halting BCE trains the head to predict. The evaluation's
-# q_halt accuracy (did halting agree with an exact answer?) and its halting stop use it alike. Deployment may
-# calibrate another threshold per model (a bundle's ``loop.halt_threshold``).
-TRAIN_HALT_THRESHOLD = 0.0
-
-
-# -- distributed -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-    joined: bool = False  # in a torch.distributed process group (launched by torchrun), even of one process
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs), also with
-    one process: ``torchrun --nproc_per_node 1`` runs the same collectives as a multi-GPU run."""
-    if "RANK" not in os.environ:
-        return Dist()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), joined=True)
-    if not dist.is_initialized():
-        # torch._dynamo (imported by the first torch.optim optimizer) keeps references to a process group that
-        # exists when it is imported: destroy_process_group then leaves gloo's threads running until interpreter
-        # teardown, where they aborted a worker once in a while ("terminate called without an active
-        # exception"). Imported before the group exists, it holds none and teardown frees the group.
-        import torch._dynamo
-        if torch.cuda.is_available():
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return info
-
-
-def default_device(d: Dist) -> torch.device:
-    return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def set_cpu_threads(d: Dist, threads: int | None = None) -> None:
-    """``threads`` per process, else share the CPU cores among the local ranks unless OMP_NUM_THREADS is set."""
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"threads={threads} must be at least 1")
-        torch.set_num_threads(threads)
-        return
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // d.local_world_size))
+MODEL_DIR, METRICS_FILE = RUN_MODEL_DIR, "metrics.jsonl"
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -136,16 +79,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def data_fingerprint(split: Any) -> dict[str, Any]:
-    """Identifies a training split cheaply (shapes + a hash of about 1000 evenly spaced examples)."""
-    n = len(split.inputs)
-    stride = max(1, n // 1000)
-    digest = hashlib.sha256()
-    for array in (split.inputs[::stride], split.labels[::stride], split.puzzle_indices, split.group_indices):
-        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-    return {"examples": n, "seq_len": int(split.inputs.shape[1]), "sha256": digest.hexdigest()}
 
 
 # -- the trainer -----------------------------------------------------------------------------------
@@ -298,70 +231,10 @@ class Trainer:
                 self.ema.copy_to([p for n, p in model.named_parameters() if not n.startswith("puzzle_emb.")])
         return model
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Accuracy after every supervision step (all halt_max_steps run, the official evaluation) and with
-        halting (each sample stops at the first step that halts at ``TRAIN_HALT_THRESHOLD``). The q_halt accuracy
-        counts the steps where that same halting decision agrees with the answer being exact."""
-        split, mc, tc = self.test_split, self.mc, self.tc
-        model = self.eval_model()
-        n = len(split.inputs) if tc.eval_max_examples <= 0 else min(tc.eval_max_examples, len(split.inputs))
-        index = np.arange(n)[self.d.rank::self.d.world_size]
-        owners = np.searchsorted(np.asarray(split.puzzle_indices), index, side="right") - 1
-        ids_all = np.asarray(split.puzzle_identifiers, dtype=np.int64)[owners]
-        steps = mc.halt_max_steps
-        # sums: count, per-step exact[steps], per-step cell[steps], per-step q_halt right[steps],
-        #       halting exact, halting cell, halting steps
-        sums = torch.zeros(1 + 3 * steps + 3, dtype=torch.float64, device=self.device)
-        ignore = meta(split, "ignore_label_id")
-        for start in range(0, len(index), self.batch):
-            chunk = index[start:start + self.batch]
-            inputs = torch.from_numpy(np.asarray(split.inputs[chunk], dtype=np.int64)).to(self.device)
-            labels = torch.from_numpy(training_labels(np.asarray(split.labels[chunk]), ignore)).to(self.device)
-            ids = torch.from_numpy(ids_all[start:start + self.batch]).to(self.device)
-            b = len(chunk)
-            mask = labels != IGNORE_LABEL_ID
-            counts = mask.sum(-1)
-            valid = counts > 0
-            z_H, z_L = model.initial_state(b)
-            z_H, z_L = z_H.to(self.device), z_L.to(self.device)
-            puzzle = model.puzzle_embedding(ids, b)
-            done = torch.zeros(b, dtype=torch.bool, device=self.device)
-            for s in range(steps):
-                with self.autocast():
-                    z_H, z_L, logits, q = model.step_embedded(inputs, z_H, z_L, puzzle)
-                z_H, z_L = z_H.float(), z_L.float()
-                right = mask & (logits.argmax(-1) == labels)
-                exact = valid & (right.sum(-1) == counts)
-                cell = right.sum(-1) / counts.clamp_min(1)
-                sums[1 + s] += exact.sum()
-                sums[1 + steps + s] += cell[valid].sum()
-                halted = halts(q, TRAIN_HALT_THRESHOLD)
-                sums[1 + 2 * steps + s] += (valid & (halted == exact)).sum()
-                stop = ~done & (halted | (s == steps - 1)) & valid
-                sums[-3] += (stop & exact).sum()
-                sums[-2] += cell[stop].sum()
-                sums[-1] += stop.sum() * (s + 1)
-                done |= stop
-            sums[0] += valid.sum()
-        if self.d.joined:
-            dist.all_reduce(sums)
-        v = sums.tolist()
-        count = max(v[0], 1.0)
-        by_step = [x / count for x in v[1:1 + steps]]
-        cell_by_step = [x / count for x in v[1 + steps:1 + 2 * steps]]
-        return {
-            "count": int(v[0]),
-            "exact_accuracy": by_step[-1],
-            "cell_accuracy": cell_by_step[-1],
-            "exact_accuracy_by_step": by_step,
-            "cell_accuracy_by_step": cell_by_step,
-            "q_halt_accuracy": v[3 * steps] / count,
-            "q_halt_accuracy_by_step": [x / count for x in v[1 + 2 * steps:1 + 3 * steps]],
-            "halt_exact_accuracy": v[-3] / count,
-            "halt_cell_accuracy": v[-2] / count,
-            "halt_mean_steps": v[-1] / count,
-        }
+        """The test split's accuracy by supervision step and with halting (``evaluation.evaluate_by_step``)."""
+        return evaluate_by_step(self.eval_model(), self.test_split, d=self.d, batch=self.batch,
+                                max_examples=self.tc.eval_max_examples, device=self.device, autocast=self.autocast)
 
     # -- resume state (safetensors + JSON, no pickle) ---------------------------------------------
 
@@ -428,50 +301,6 @@ class Trainer:
 
 # -- writing a run ----------------------------------------------------------------------------------
 
-def _write_state(trainer: Trainer, run_dir: Path, meta_info: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors, info = trainer.state()
-    if not trainer.d.is_main:
-        return
-    with atomic_directory(run_dir / STATE_DIR, force=True) as tmp:
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        (tmp / STATE_JSON).write_text(json.dumps({**info, **meta_info}, indent=2) + "\n")
-
-
-def read_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    state_dir = run_dir / STATE_DIR
-    try:
-        info = json.loads((state_dir / STATE_JSON).read_text())
-        tensors = load_file(str(state_dir / STATE_TENSORS))
-    except (OSError, json.JSONDecodeError, SafetensorError) as error:
-        raise TrainingError(f"cannot resume from {str(state_dir)!r}: {error}") from None
-    if info.get("format") != STATE_FORMAT:
-        raise TrainingError(f"cannot resume from {str(state_dir)!r}: not a {STATE_FORMAT} state")
-    return tensors, info
-
-
-def check_resume_compatible(info: dict[str, Any], model_config: TRMConfig, train_config: TrainConfig,
-                            fingerprint: dict[str, Any], state_dir: Path) -> None:
-    """Raise TrainingError naming every difference that makes the saved state unusable for this run."""
-    problems = []
-    saved_model = info.get("model", {})
-    for key, value in model_config.to_dict().items():
-        if saved_model.get(key) != value:
-            problems.append(f"model {key}={saved_model.get(key)!r} (now {value!r})")
-    saved_train = info.get("train", {})
-    for key, value in train_config.to_dict().items():
-        if key not in RESUMABLE_CHANGES and saved_train.get(key) != value:
-            problems.append(f"train {key}={saved_train.get(key)!r} (now {value!r})")
-    if info.get("data") != fingerprint:
-        problems.append("a different training set")
-    if problems:
-        raise TrainingError(f"cannot resume from {str(state_dir)!r}: it was trained with " + "; ".join(problems))
-
-
 def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, test_split: Any | None,
           run_dir: str | os.PathLike, *, task: str = "sudoku", preset: str | None = None,
           data_recipe: dict[str, Any] | None = None, data_dir: str | None = None, resume: bool = False,
@@ -512,14 +341,14 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     if saved is not None:
         trainer.load_state(*saved)
     first_step = trainer.step
-    _barrier(d)
+    barrier(d)
     if d.is_main:
         if saved is None and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = [r for r in read_metrics(run_dir) if r.get("step", 0) <= trainer.step]
         (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in metrics))
-    _barrier(d)
+    barrier(d)
     meta_info = {"model": model_config.to_dict(), "train": tc.to_dict(), "task": task, "preset": preset,
                  "data": fingerprint, "data_dir": data_dir, "data_recipe": data_recipe}
     result = TrainResult(run_dir, trainer.step)
@@ -538,7 +367,9 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
             raise TrainingError(f"non-finite weights at step {trainer.step}; stopped (the last good checkpoint "
                                 "is kept)")
         trainer.elapsed = time.perf_counter() - started
-        _write_state(trainer, run_dir, meta_info)
+        tensors, info = trainer.state()  # collective: every rank takes part
+        if d.is_main:
+            write_state(run_dir, tensors, {**info, **meta_info})
         if d.is_main:
             metadata = {"preset": preset, "data_recipe": data_recipe, "data_dir": data_dir,
                         "training": {"step": trainer.step, "train": tc.to_dict(), "seconds": round(trainer.elapsed, 1),
@@ -598,11 +429,6 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     return result
 
 
-def _barrier(d: Dist) -> None:
-    if d.joined:
-        dist.barrier()
-
-
 def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:
     seq_len, vocab = int(split.inputs.shape[1]), config.vocab_size
     if seq_len != config.seq_len:
@@ -626,37 +452,6 @@ def _progress_bar(*, enabled: bool):
 
 # -- from the command line ---------------------------------------------------------------------------
 
-def resolve_configs(preset_name: str, overrides: list[str], data_metadata: Any,
-                    train_steps: int | None = None) -> tuple[TRMConfig, TrainConfig, str]:
-    """The preset, with the dataset's seq_len/vocab_size/identifier count, then the ``--set`` overrides."""
-    preset = get_preset(preset_name)
-    model_fields = {f.name for f in dataclasses.fields(TRMConfig)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_items, train_items = [], []
-    for item in overrides:
-        key = item.partition("=")[0]
-        if key in model_fields:
-            model_items.append(item)
-        elif key in train_fields:
-            train_items.append(item)
-        else:
-            raise ConfigError(f"unknown --set field {key!r}; model fields: {choices(sorted(model_fields))}; "
-                              f"training fields: {choices(sorted(train_fields))}")
-    from_data = {}
-    for key in DATA_FIELDS:
-        value = data_metadata.get(key) if isinstance(data_metadata, dict) else getattr(data_metadata, key, None)
-        if value is not None:
-            from_data[key] = int(value)
-    model_config = parse_overrides(preset.model.replace(**from_data), model_items)
-    for key, value in from_data.items():
-        if getattr(model_config, key) != value:
-            raise ConfigError(f"--set {key}={getattr(model_config, key)} contradicts the dataset's {key}={value}")
-    train_config = parse_overrides(preset.train, train_items)
-    if train_steps is not None:
-        train_config = dataclasses.replace(train_config, train_steps=train_steps)
-    return model_config, train_config, preset.task
-
-
 def _identifier_names(data_dir: str | None, config: TRMConfig) -> list[str] | None:
     """The dataset's names of the puzzle identifiers, kept with a checkpoint whose table has a row per name."""
     names = read_identifier_names(data_dir) if data_dir and config.has_puzzle_table else None
@@ -678,20 +473,3 @@ def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | 
     return train(model_config, train_config, train_split, test_split, output, task=task, preset=preset,
                  data_recipe=recipe, data_dir=str(data), resume=resume, force=force, progress=progress,
                  threads=threads)
-
-
-def check_task(preset_name: str, data: Path, recipe: dict | None, data_metadata: Any) -> None:
-    """The dataset holds the preset's task: its recipe's task, or (official data has no recipe) its vocabulary."""
-    preset = get_preset(preset_name)
-    if recipe is not None:
-        found = recipe["task"]
-    else:
-        vocab = getattr(data_metadata, "vocab_size", None)
-        task_of_vocab = {p.model.vocab_size: p.task for p in PRESETS.values()}
-        if vocab is None or int(vocab) not in task_of_vocab:
-            return
-        found = task_of_vocab[int(vocab)]
-    if found != preset.task:
-        fitting = [name for name, p in PRESETS.items() if p.task == found]
-        raise TrainingError(f"preset {preset_name!r} trains {preset.task} but {str(data)!r} holds {found} puzzles"
-                            + (f"; presets for {found}: {choices(fitting)}" if fitting else ""))
