@@ -240,9 +240,9 @@ def tensorrt_builds(bundle: Path, precision: str):
         source = open_source(copy)
         with open_runtime(source, "tensorrt") as runtime:
             report = verify_golden(runtime, source.bundle.golden(), precision=precision)
-    worst = report["worst"]
-    return report["ok"], (f"TensorRT {trt.__version__} on {record.gpu}: built in {built:.0f} s, golden worst "
-                          f"{worst['output']} err/tol {worst['error_ratio']:.3f}")
+    worst = report.worst
+    return report.ok, (f"TensorRT {trt.__version__} on {record.gpu}: built in {built:.0f} s, golden worst "
+                       f"{worst.output} err/tol {worst.ratio:.3f}")
 
 
 def main() -> int:

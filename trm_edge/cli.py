@@ -4,8 +4,9 @@ for torch."""
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -43,9 +44,24 @@ for group in (model, data, train, export, quantize, runtime):
     group.register(app)
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised where the program is, so that it cleans up (temporary outputs, locks) as after Ctrl-C, and
+    exits 143 as shells report it. A SystemExit rather than a KeyboardInterrupt: typer turns the latter into 130."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    print("terminated", file=sys.stderr)
+    raise Terminated()
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2, never a traceback; so does
-    a host-side package (torch, onnx, ...) missing from a device-only install."""
+    a host-side package (torch, onnx, ...) missing from a device-only install. Ctrl-C and SIGTERM clean up and
+    exit 130 and 143."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except TrmEdgeError as error:
@@ -55,7 +71,7 @@ def main() -> None:
         if missing is None:
             raise
         _fail(missing)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # where typer does not turn it into exit code 130 itself
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 

@@ -8,11 +8,41 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Tuple  # a runtime tuple[...] alias needs Python 3.9
 
 from trm_edge.errors import ConfigError, choices
 
 POS_ENCODINGS = ("rope", "learned", "none")
+
+
+# Valid ranges of the numeric fields beyond "at least 1": (low, high, low included, high included); NaN is never in
+# range. A value outside is refused when the config is built, so `--set lr=-1` fails before training starts.
+Range = Tuple[float, float, bool, bool]
+POSITIVE: Range = (0.0, math.inf, False, False)
+NON_NEGATIVE: Range = (0.0, math.inf, True, False)
+FRACTION: Range = (0.0, 1.0, True, True)
+DECAY: Range = (0.0, 1.0, True, False)  # a moment or EMA rate: 1 would never move
+MODEL_RANGES: dict[str, Range] = {
+    "expansion": POSITIVE, "num_heads": (1, math.inf, True, False), "halt_exploration_prob": FRACTION,
+    "puzzle_emb_ndim": NON_NEGATIVE, "puzzle_emb_len": NON_NEGATIVE, "rms_norm_eps": POSITIVE,
+    "rope_theta": POSITIVE,
+}
+TRAIN_RANGES: dict[str, Range] = {
+    "lr": POSITIVE, "lr_min_ratio": FRACTION, "lr_warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+    "beta1": DECAY, "beta2": DECAY, "puzzle_emb_lr": NON_NEGATIVE, "puzzle_emb_weight_decay": NON_NEGATIVE,
+    "ema_rate": DECAY, "seed": NON_NEGATIVE, "eval_max_examples": NON_NEGATIVE,
+}
+
+
+def check_ranges(config: Any, ranges: dict[str, Range]) -> None:
+    """Raise ConfigError for the first field of ``config`` outside its range, naming the range."""
+    for name, (low, high, low_in, high_in) in ranges.items():
+        value = getattr(config, name)
+        above = value >= low if low_in else value > low
+        below = value <= high if high_in else value < high
+        if not (above and below):  # NaN fails both
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise ConfigError(f"{name}={value!r} is out of range: it must lie in {interval}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +76,7 @@ class TRMConfig:
                      "L_cycles", "halt_max_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
+        check_ranges(self, MODEL_RANGES)
         if not self.mlp_t and self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.puzzle_emb_ndim > self.puzzle_positions * self.hidden_size:
@@ -151,6 +182,7 @@ class TrainConfig:
         for name in ("global_batch_size", "train_steps", "eval_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        check_ranges(self, TRAIN_RANGES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

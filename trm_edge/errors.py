@@ -61,6 +61,14 @@ class OutputExistsError(TrmEdgeError):
     """An output path exists and ``--force`` was not given."""
 
 
+class OutputError(TrmEdgeError):
+    """An output location that cannot be written: read-only, under a file, the current directory."""
+
+
+class OutputLockedError(TrmEdgeError):
+    """Another trm-edge process is writing the same output path (its PID in the message)."""
+
+
 # What only the host side imports (training, import, export, quantize, plots): the ``host`` extra, which a
 # device-only install (``pip install trm-edge``) lacks.
 HOST_PACKAGES = ("torch", "onnx", "onnxslim", "safetensors", "matplotlib")

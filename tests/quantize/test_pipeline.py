@@ -71,7 +71,7 @@ def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_d
     golden = b.golden()
     with open_runtime(b) as rt:
         report = verify_golden(rt, golden, precision="int8")
-    assert report["ok"] and report["worst"]["error_ratio"] < 1 / REFERENCE_MARGIN.factor, report["lines"]
+    assert report.ok and report.worst.ratio < 1 / REFERENCE_MARGIN.factor, report.lines
     model = onnx.load(str(b.step_graph_path))
     for tensor in model.graph.initializer:
         value = numpy_helper.to_array(tensor)
@@ -80,7 +80,7 @@ def test_verify_holds_a_quantized_bundle_to_float32_and_refuses_a_runtime_that_d
     onnx.save(model, str(tmp_path / "no-zero-points.onnx"))
     with open_runtime(b, tmp_path / "no-zero-points.onnx", precision="int8") as rt:
         report = verify_golden(rt, golden, precision="int8")
-    assert not report["ok"], report["lines"]
+    assert not report.ok, report.lines
 
 
 def test_parity_report_is_in_the_bundle(x86_int8):
@@ -367,7 +367,7 @@ def test_every_preset_family_quantizes_and_verifies(bundle, family_data, family,
 
         with open_runtime(result.output, "openvino") as ov:
             report = verify_golden(ov, golden, precision=kind)
-        assert report["ok"] and report["reference"].startswith("float32"), report["lines"]
+        assert report.ok and report.reference.startswith("float32"), report.lines
     if kind == "int8":
         graph = onnx.load(str(quantized.step_graph_path)).graph
         producer = {out: n.op_type for n in graph.node for out in n.output}

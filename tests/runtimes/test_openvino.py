@@ -27,7 +27,7 @@ def test_golden_io_verifies_and_the_solver_agrees_with_onnxruntime(bundles):
     with open_runtime(source, "openvino") as ov, open_runtime(source, "onnxruntime") as ort:
         assert ov.describe()["inference_precision"] == "f32"
         report = verify_golden(ov, source.bundle.golden(), precision="fp32")
-        assert report["ok"], report["lines"]
+        assert report.ok, report.lines
         tokens = random_tokens(source.config, 10, seed=2)
         ids = np.arange(10) % source.config.num_puzzle_identifiers
         a = Solver(ov, batch_size=4, max_steps=2, halt=True).run(tokens, ids)

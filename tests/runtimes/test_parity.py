@@ -29,12 +29,12 @@ def test_bundle_runtimes_match_torch_step_by_step(bundles, name, runtime):
         records = teacher_forced(ref, ort, examples, steps=cfg.halt_max_steps, batch_size=5)
     assert len(records) == cfg.halt_max_steps
     for r in records:
-        assert r["initial_state_max_abs"] == 0.0 and r["puzzle_embedding_max_abs"] == 0.0
-        assert r["logits_max_rel"] < 1e-4, r
-        assert r["argmax_agreement"] >= 0.999, r  # ties aside, the same predicted cell everywhere
-        assert r["q_halt_max_abs"] < 1e-4, r
-        assert r["halt_agreement"] == 1.0, r
-        assert r["state_max_abs"] < 1e-3, r
+        assert r.initial_state_max_abs == 0.0 and r.puzzle_embedding_max_abs == 0.0
+        assert r.logits_max_rel < 1e-4, r
+        assert r.argmax_agreement >= 0.999, r  # ties aside, the same predicted cell everywhere
+        assert r.q_halt_max_abs < 1e-4, r
+        assert r.halt_agreement == 1.0, r
+        assert r.state_max_abs < 1e-3, r
 
 
 @pytest.mark.parametrize("name", ["mlp", "many-puzzles"])
@@ -46,7 +46,7 @@ def test_solver_agrees_over_a_few_steps(bundles, name):
     with TorchRuntime.from_model(model) as ref, open_runtime(bundle) as ort:
         runs = [Solver(rt, batch_size=6, max_steps=2, halt=True).run(tokens, ids) for rt in (ref, ort)]
     report = free_running(runs[0], runs[1], examples)
-    assert report["cell_agreement"] > 0.995 and report["steps_agreement"] > 0.9, report
+    assert report.cell_agreement > 0.995 and report.steps_agreement > 0.9, report
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
@@ -139,7 +139,7 @@ def test_default_model_whole_puzzles_agree(tmp_path):
                     for rt in (ref, ort, ov)]
             for run in runs[1:]:
                 report = free_running(runs[0], run, examples)
-                assert report["answer_agreement"] >= 0.995, report
+                assert report.answer_agreement >= 0.995, report
             exact[halt] = (accuracy(runs[1].preds, examples.labels, examples.ignore_label_id)[0].mean(),
                            runs[1].steps.mean())
     assert exact[True][1] < exact[False][1], exact

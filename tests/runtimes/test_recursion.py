@@ -41,7 +41,7 @@ def test_every_consumer_of_the_recursion_sees_one_trajectory_and_halts_by_one_ru
     # Teacher forcing's lead trajectory is the solver's all-steps run, and a graph agrees with itself.
     np.testing.assert_array_equal(forced.a_run.step_preds, every.step_preds)
     np.testing.assert_array_equal(forced.a_run.step_q, every.step_q)
-    assert all(r["argmax_agreement"] == 1.0 and r["halt_agreement"] == 1.0 for r in forced.per_step)
+    assert all(r.argmax_agreement == 1.0 and r.halt_agreement == 1.0 for r in forced.per_step)
     # One halting rule: the default solver, halting read off the all-steps run, the report and calibration agree.
     assert DEFAULTS.halt and halting.halted.any() and len(set(halting.steps)) > 1, "the model halts at varied steps"
     derived = every.halting(threshold)

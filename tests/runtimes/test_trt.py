@@ -347,7 +347,7 @@ def test_real_engine_build_verify_and_solve(bundles, tmp_path, precision):
     source = open_source(bundle)
     with open_runtime(source, "tensorrt") as trt, open_runtime(source, "onnxruntime") as ort:
         report = verify_golden(trt, source.bundle.golden(), precision=precision)
-        assert report["ok"], report["lines"]
+        assert report.ok, report.lines
         tokens, ids = random_tokens(source.config, 12), random_ids(source.config, 12)
         a = Solver(trt, batch_size=5, max_steps=3).run(tokens, ids)  # steps 2 and 3 replay CUDA graphs
         b = Solver(ort, batch_size=5, max_steps=3).run(tokens, ids)

@@ -4,11 +4,18 @@ Export builds a :class:`Manifest`, quantize and build-engine derive new ones wit
 read its fields; nobody edits the JSON as a dict. Sections that only describe the bundle (codec, versions, the
 export's validation report, the target profile, ...) are kept as written in ``sections``, so a manifest read and
 written again loses nothing. The format is documented in docs/bundle-format.md.
+
+The manifest is sealed: ``manifest_sha256`` is the sha256 of its other fields (canonical JSON), so that a hand edit
+(say of ``loop.halt_threshold``, which changes every answer) is refused when the bundle is read, as an edited
+graph is refused by its checksum in ``files``. Bundles written before the seal have none and are read as
+unsealed (``verify`` says so).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,12 +29,24 @@ from trm_edge.errors import BundleError, ConfigError, choices
 
 FORMAT = "trm-edge-bundle/1"
 MANIFEST = "manifest.json"
+DIGEST_KEY = "manifest_sha256"
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_KEYS = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files")
 FLOAT_REFERENCE_KEY = FLOAT_PREFIX + "logits"  # golden I/O of a quantized bundle that carries float32 outputs
 # Keys with a typed field below; every other top-level key is kept verbatim in ``sections``.
 _TYPED = ("format", "task", "model", "target", "precision", "graphs", "initial_state", "files", "loop",
           "puzzle_embeddings", "golden", "engines", "quantization", "data_recipe")
+
+
+def manifest_digest(raw: Mapping[str, Any]) -> str:
+    """The seal of a manifest's JSON: sha256 over its fields but the seal, as canonical JSON (sorted keys)."""
+    fields = {k: v for k, v in raw.items() if k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its ``manifest_sha256``: what is written as manifest.json."""
+    return {**raw, DIGEST_KEY: manifest_digest(raw)}
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,7 @@ class Manifest:
     data_recipe: Mapping[str, Any] | None = None  # the training data's recipe (calibration draws like it)
     sections: Mapping[str, Any] = field(default_factory=dict)  # descriptive sections, kept as written
     format: str = FORMAT
+    sealed: bool = field(default=False, compare=False)  # read with a matching manifest_sha256 (never written)
 
     # -- reading ---------------------------------------------------------------------------------------
     @property
@@ -114,12 +134,17 @@ class Manifest:
             model = TRMConfig.from_dict(raw["model"])
         except (ConfigError, TypeError) as error:
             raise BundleError(f"{where}: invalid model config in {MANIFEST}: {error}") from None
+        digest = raw.get(DIGEST_KEY)
+        if digest is not None and digest != manifest_digest(raw):
+            raise BundleError(f"{where}: {MANIFEST} does not match its {DIGEST_KEY} (edited by hand or corrupt); "
+                              "re-export the bundle, or restore its manifest")
         manifest = cls(task=raw["task"], model=model, target=raw["target"], precision=raw["precision"],
                        graphs=raw["graphs"], initial_state=raw["initial_state"], files=raw["files"],
                        loop=raw.get("loop") or {}, puzzle_embeddings=raw.get("puzzle_embeddings"),
                        golden=raw.get("golden"), engines=raw.get("engines") or {},
                        quantization=raw.get("quantization"), data_recipe=raw.get("data_recipe"),
-                       sections={k: v for k, v in raw.items() if k not in _TYPED})
+                       sections={k: v for k, v in raw.items() if k not in (*_TYPED, DIGEST_KEY)},
+                       sealed=digest is not None)
         manifest.check(where=where)
         return manifest
 

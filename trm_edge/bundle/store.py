@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trm_edge.bundle.manifest import MANIFEST, Manifest
+from trm_edge.bundle.manifest import MANIFEST, Manifest, sealed
 from trm_edge.errors import BundleError, choices
 from trm_edge.io import atomic_directory, sha256_file, write_json_atomic
 
@@ -44,7 +44,7 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Hash every file in ``root`` into the manifest's ``files`` and write manifest.json atomically."""
     manifest = manifest.replace(files=hash_files(root, bundle_files(root)))
     manifest.check(where=repr(str(root)))
-    write_json_atomic(root / MANIFEST, manifest.to_dict())
+    write_json_atomic(root / MANIFEST, sealed(manifest.to_dict()))
     return manifest
 
 

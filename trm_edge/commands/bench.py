@@ -34,6 +34,7 @@ def bench(
     threads: int = common.threads_option(),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of latency and throughput vs batch."),
     as_json: bool = common.json_option(),
+    force: bool = common.force_option("Replace an existing --plot file."),
 ) -> None:
     """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory.
 
@@ -53,6 +54,7 @@ def bench(
         from trm_edge.commands.plots import require_matplotlib
 
         require_matplotlib()
+        common.check_outputs(plot, force=force)
     models = list(models or [None])
     runtimes = list(runtime or [None])
     every = runtimes == ["all"]
@@ -86,7 +88,7 @@ def bench(
             rows = bench_side_by_side(rts, inputs, batch_size=b, max_steps=max_steps, halt=halt, repeats=repeats,
                                       warmup=warmup, puzzle_identifiers=ids, on_run=lambda: bar.advance(task))
             for entry, row in zip(entries, rows):  # noqa: B905
-                entry["results"].append(row)
+                entry["results"].append(row.to_dict())
         for entry, rt in zip(entries, rts):  # noqa: B905
             entry["runtime"] = rt.describe()
     for entry in entries:
@@ -157,8 +159,8 @@ def _parity(rt) -> dict[str, Any] | None:
     golden = bundle.golden() if bundle is not None and bundle.manifest.golden else None
     if not golden:
         return None
-    report = verify_golden(rt, golden, precision=rt.source.precision)
-    return {"ok": report["ok"], "worst_error_ratio": report["worst"]["error_ratio"], "reference": report["reference"]}
+    result = verify_golden(rt, golden, precision=rt.source.precision)
+    return {"ok": result.ok, "worst_error_ratio": result.worst.ratio, "reference": result.reference}
 
 
 def _ranking(entries: list[dict[str, Any]], batches: list[int]) -> dict[int, list[dict[str, Any]]]:

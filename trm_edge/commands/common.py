@@ -8,11 +8,14 @@ numpy (the recursion's defaults) but no runtime: the adapters are imported when 
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from trm_edge.errors import TrmEdgeError
+from trm_edge.errors import ConfigError, TrmEdgeError
 from trm_edge.runtimes.recursion import DEFAULTS
 from trm_edge.runtimes.registry import RUNTIMES
 
@@ -41,24 +44,79 @@ def runtime_option(*flags: str, extra: str = "") -> Any:
     return typer.Option(None, *(flags or ("--runtime", "-r")), help=" ".join(filter(None, [runtime_help(), extra])))
 
 
+def _at_least_one(flag: str) -> Any:
+    """A typer callback: the option, when given, is a whole number of at least 1."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value} must be at least 1")
+        return value
+
+    return check
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(value: int | None) -> int | None:
+    """``--threads``: 1 to the cores this process may use (more threads than cores only slow a step down)."""
+    cores = usable_cores()
+    if value is not None and not 1 <= value <= cores:
+        raise ConfigError(f"--threads {value} is out of range: this machine lets trm-edge use {cores} CPU cores; "
+                          f"choose 1..{cores}")
+    return value
+
+
+def _finite(flag: str) -> Any:
+    def check(value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{flag} {value} must be a finite number")
+        return value
+
+    return check
+
+
+def limit_option(default: int | None, text: str) -> Any:
+    return typer.Option(default, "--limit", help=text, callback=_at_least_one("--limit"))
+
+
+def force_option(text: str = "Replace existing output files.") -> Any:
+    return typer.Option(False, "--force", help=text)
+
+
+def check_outputs(*paths: Path | None, force: bool) -> None:
+    """Before any work: each output file given is new (or ``force``) and its location writable."""
+    from trm_edge.io import check_output
+
+    for path in paths:
+        if path is not None:
+            check_output(path, force=force)
+
+
 def halt_option() -> Any:
     return typer.Option(DEFAULTS.halt, "--halt/--no-halt", help=HALT_HELP)
 
 
 def threshold_option() -> Any:
-    return typer.Option(None, "--threshold", help=THRESHOLD_HELP)
+    return typer.Option(None, "--threshold", help=THRESHOLD_HELP, callback=_finite("--threshold"))
 
 
 def max_steps_option() -> Any:
-    return typer.Option(None, "--max-steps", help=MAX_STEPS_HELP)
+    return typer.Option(None, "--max-steps", help=MAX_STEPS_HELP, callback=_at_least_one("--max-steps"))
 
 
 def batch_option(default: int = DEFAULTS.batch_size) -> Any:
-    return typer.Option(default, "--batch", "-b", help="Puzzles in flight at once.")
+    return typer.Option(default, "--batch", "-b", help="Puzzles in flight at once.", callback=_at_least_one("--batch"))
 
 
 def threads_option() -> Any:
-    return typer.Option(None, "--threads", help="CPU threads for the runtime.")
+    return typer.Option(None, "--threads", help="CPU threads for the runtime (1 to the machine's cores).",
+                        callback=check_threads)
 
 
 def json_option(text: str = "Print one JSON object.") -> Any:

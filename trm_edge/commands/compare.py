@@ -26,7 +26,7 @@ def compare(
     split: str = typer.Option("test", "--split"),
     runtime_a: str = common.runtime_option("--runtime-a"),
     runtime_b: str = common.runtime_option("--runtime-b"),
-    limit: int = typer.Option(64, "--limit", help="Puzzles to compare."),
+    limit: int = common.limit_option(64, "Puzzles to compare."),
     max_steps: int = common.max_steps_option(),
     halt: bool = common.halt_option(),
     threshold: float = common.threshold_option(),
@@ -35,6 +35,7 @@ def compare(
                                       "puzzles (it runs both models twice per step; default: all, 0: none)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of divergence vs supervision step."),
     as_json: bool = common.json_option(),
+    force: bool = common.force_option("Replace an existing --plot file."),
 ) -> None:
     """Parity between two models/bundles/runtimes: teacher-forced per-step divergence, answers, halting.
 
@@ -44,6 +45,7 @@ def compare(
     from trm_edge.runtimes.parity import free_running, teacher_forced
     from trm_edge.runtimes.solver import Solver
 
+    common.check_outputs(plot, force=force)
     a = common.open_model(model_a, runtime_a)
     b = common.open_model(model_b or model_a, runtime_b)
     examples = read_examples(str(data), split, config=a.config).head(limit)
@@ -65,9 +67,10 @@ def compare(
         for rt in (a, b):
             solver = Solver(rt, batch_size=batch, max_steps=steps, halt=halt, threshold=threshold)
             runs.append(solver.run(examples.inputs, examples.puzzle_identifiers))
-        answers_report = free_running(runs[0], runs[1], examples)
+        answers = free_running(runs[0], runs[1], examples).to_dict()
         report = {"a": a.describe(), "b": b.describe(), "count": len(examples), "steps": steps, "halt": halt,
-                  "teacher_forced_count": len(forced), "teacher_forced": per_step, "free_running": answers_report}
+                  "teacher_forced_count": len(forced), "teacher_forced": [r.to_dict() for r in per_step],
+                  "free_running": answers}
     if plot is not None:
         from trm_edge.commands.plots import compare_plot
 
@@ -82,12 +85,11 @@ def compare(
     for col in ("step", "logits max abs", "max rel", "mean abs", "argmax agree", "q_halt max abs", "halt agree"):
         table.add_column(col, justify="right")
     for r in per_step:
-        table.add_row(str(r["step"]), f"{r['logits_max_abs']:.2e}", f"{r['logits_max_rel']:.2e}",
-                      f"{r['logits_mean_abs']:.2e}", f"{r['argmax_agreement']:.4f}", f"{r['q_halt_max_abs']:.2e}",
-                      f"{r['halt_agreement']:.4f}")
+        table.add_row(str(r.step), f"{r.logits_max_abs:.2e}", f"{r.logits_max_rel:.2e}", f"{r.logits_mean_abs:.2e}",
+                      f"{r.argmax_agreement:.4f}", f"{r.q_halt_max_abs:.2e}", f"{r.halt_agreement:.4f}")
     if per_step:
         console.print(table)
     summary = Table(title="free-running answers", show_header=False)
-    for key, value in answers_report.items():
+    for key, value in answers.items():
         summary.add_row(key, ", ".join(common.fmt(v) for v in value) if isinstance(value, list) else common.fmt(value))
     console.print(summary)

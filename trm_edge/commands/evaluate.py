@@ -11,7 +11,7 @@ import typer
 from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import DatasetError, PuzzleError
-from trm_edge.io import write_json_atomic
+from trm_edge.io import atomic_file, write_json_atomic
 from trm_edge.progress import progress
 
 
@@ -29,13 +29,14 @@ def eval_command(
     halt: bool = common.halt_option(),
     threshold: float = common.threshold_option(),
     batch: int = common.batch_option(64),
-    limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
+    limit: int = common.limit_option(None, "Evaluate the first N examples only."),
     by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
     threads: int = common.threads_option(),
     save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
     submission: Path = typer.Option(None, "--submission", help="ARC test split: write the ARC Prize submission "
                                     "(two attempts per test input, from the vote) to this JSON file."),
     as_json: bool = common.json_option(),
+    force: bool = common.force_option("Replace existing --save-preds and --submission files."),
 ) -> None:
     """Accuracy of a model on a dataset split: exact and cell accuracy, mean steps, halting statistics.
 
@@ -49,6 +50,7 @@ def eval_command(
     from trm_edge.runtimes.accuracy import arc_scores, evaluate, is_arc_dataset
     from trm_edge.runtimes.solver import Solver
 
+    common.check_outputs(save_preds, submission, force=force)
     arc = split == "test" and is_arc_dataset(data)
     if submission is not None and not arc:
         raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
@@ -68,10 +70,11 @@ def eval_command(
     if arc:
         report["arc"], attempts = arc_scores(data, examples, out)
         if submission is not None:
-            write_json_atomic(submission, attempts)
+            write_json_atomic(submission, attempts, force=force)
             report["submission_file"] = str(submission)
     if save_preds is not None:
-        np.save(save_preds, out.preds)
+        with atomic_file(save_preds, force=force) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, out.preds)
         report["preds_file"] = str(save_preds)
     if as_json:
         print_json(report)

@@ -33,12 +33,11 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Export a model to a validated deployment bundle (ONNX graphs, initial state, golden I/O)."""
-    from trm_edge.errors import OutputExistsError
+    from trm_edge.io import check_output
     from trm_edge.targets import get_target
 
-    profile = get_target(target)  # an unknown target fails before anything heavy is loaded
-    if output.exists() and not force:
-        raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
+    profile = get_target(target)  # an unknown target or an unwritable output fails before anything heavy loads
+    check_output(output, force=force)
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info, read_identifier_names, resolve_model_path
 
     names = read_identifier_names(identifiers or resolve_model_path(model))

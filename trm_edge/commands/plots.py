@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trm_edge.runtimes.parity import StepParity
 
 
 def require_matplotlib() -> None:
@@ -26,16 +29,25 @@ def bench_plot(entries: list[dict[str, Any]], labels: list[str], path: Path) -> 
         right.set(xlabel="batch", ylabel="puzzles / s", xscale="log", title="throughput")
 
 
-def compare_plot(per_step: list[dict[str, Any]], path: Path, *, title: str) -> None:
+def compare_plot(per_step: list[StepParity], path: Path, *, title: str) -> None:
     """Teacher-forced divergence and disagreement (cells, halting decisions) vs supervision step."""
-    steps = [r["step"] for r in per_step]
+    steps = [r.step for r in per_step]
     with _figure(path, title=title) as (left, right):
-        left.semilogy(steps, [max(r["logits_max_abs"], 1e-12) for r in per_step], "o-", label="max abs")
-        left.semilogy(steps, [max(r["logits_mean_abs"], 1e-12) for r in per_step], "o--", label="mean abs")
+        left.semilogy(steps, [max(r.logits_max_abs, 1e-12) for r in per_step], "o-", label="max abs")
+        left.semilogy(steps, [max(r.logits_mean_abs, 1e-12) for r in per_step], "o--", label="mean abs")
         left.set(xlabel="supervision step", ylabel="logits difference", title="teacher-forced divergence")
-        right.plot(steps, [1 - r["argmax_agreement"] for r in per_step], "o-", label="cells")
-        right.plot(steps, [1 - r["halt_agreement"] for r in per_step], "o--", label="halt decisions")
+        right.plot(steps, [1 - r.argmax_agreement for r in per_step], "o-", label="cells")
+        right.plot(steps, [1 - r.halt_agreement for r in per_step], "o--", label="halt decisions")
         right.set(xlabel="supervision step", ylabel="disagreement", title="argmax / halting")
+
+
+def save_figure(fig: Any, path: Path, *, dpi: int) -> None:
+    """Write a figure atomically (the format from the path's suffix, PNG without one); the command checked the path
+    before its work and passes ``--force`` on by replacing what is there now."""
+    from trm_edge.io import atomic_file
+
+    with atomic_file(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower() or "png")
 
 
 @contextlib.contextmanager
@@ -54,6 +66,6 @@ def _figure(path: Path, *, title: str | None) -> Iterator[tuple[Any, Any]]:
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
     finally:
         plt.close(fig)

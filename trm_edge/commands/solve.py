@@ -99,6 +99,7 @@ def solve(
     submission: Path = typer.Option(None, "--submission", help="ARC: write the ARC Prize submission (two attempts "
                                     "per test input) to this JSON file."),
     as_json: bool = common.json_option("One JSON object per puzzle on stdout (ARC: the submission object)."),
+    force: bool = common.force_option("Replace an existing --submission file."),
 ) -> None:
     """Solve puzzles with a bundle or checkpoint; print the grids, or JSON with --json.
 
@@ -109,11 +110,12 @@ def solve(
 
     if not puzzles and file is None:
         raise PuzzleError("no puzzles: give PUZZLE arguments or --file F")
+    common.check_outputs(submission, force=force)
     source = open_source(common.resolve_model(model))
     arc_only = {"--task": task_ids, "--augmentations": augmentations, "--submission": submission}
     if source.task == "arc":
         _solve_arc(source, [*(puzzles or []), *([str(file)] if file else [])], task_ids=task_ids or [],
-                   augmentations=augmentations, submission=submission, runtime=runtime, threads=threads,
+                   augmentations=augmentations, submission=submission, force=force, runtime=runtime, threads=threads,
                    solver_options={"batch_size": batch, "max_steps": max_steps, "halt": halt, "threshold": threshold},
                    as_json=as_json)
         return
@@ -149,7 +151,8 @@ def solve(
 
 
 def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: int | None, submission: Path | None,
-               runtime: str | None, threads: int | None, solver_options: dict[str, Any], as_json: bool) -> None:
+               force: bool, runtime: str | None, threads: int | None, solver_options: dict[str, Any],
+               as_json: bool) -> None:
     from trm_edge.puzzles import arc
     from trm_edge.runtimes.arc_solve import TaskEmbeddings, plan_tasks, solve_plans
     from trm_edge.runtimes.solver import Solver
@@ -172,7 +175,7 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
         task = bar.add_task("solving", total=sum(len(plan.identifiers) for plan in plans))
         attempts = solve_plans(solver, embeddings, plans, on_progress=lambda k: bar.advance(task, k))
     if submission is not None:
-        write_json_atomic(submission, attempts)
+        write_json_atomic(submission, attempts, force=force)
     if as_json:
         print_json(attempts)
         return

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import List
 
 import typer
 
+from trm_edge.commands.common import check_threads
 from trm_edge.commands.output import console, print_json
+from trm_edge.progress import err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +31,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
     threads: int = typer.Option(None, "--threads", help="CPU threads per process (default: the cores shared "
-                                "among local ranks, or OMP_NUM_THREADS)."),
+                                "among local ranks, or OMP_NUM_THREADS).", callback=check_threads),
     as_json: bool = typer.Option(False, "--json", help="Print the final evaluation as one JSON object."),
 ) -> None:
     """Train a TRM with the paper's recipe (deep supervision, ACT carry, AdamATan2, EMA); DDP under torchrun."""
@@ -35,10 +39,17 @@ def train(
     # descheduled sibling made a 2-thread training step 2x slower than 1 thread (read before torch loads).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from trm_edge.trm.train import MODEL_DIR, train_from_directory
+    from trm_edge.trm.train_state import STATE_DIR
 
-    result = train_from_directory(preset=preset, data=data, output=output, overrides=list(overrides or []),
-                                  train_steps=train_steps, resume=resume, force=force, progress=not no_progress,
-                                  threads=threads)
+    try:
+        result = train_from_directory(preset=preset, data=data, output=output, overrides=list(overrides or []),
+                                      train_steps=train_steps, resume=resume, force=force, progress=not no_progress,
+                                      threads=threads)
+    except KeyboardInterrupt:
+        if (output / STATE_DIR).is_dir():
+            err_console.print(f"the last checkpoint in {output} is kept; continue with: {resume_command()}",
+                              markup=False, highlight=False)
+        raise
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -60,3 +71,9 @@ def train(
         console.print(f"exact accuracy {e['exact_accuracy']:.3f} after {len(e['exact_accuracy_by_step'])} steps "
                       f"({e['exact_accuracy_by_step'][0]:.3f} after 1); with halting "
                       f"{e['halt_exact_accuracy']:.3f} in {e['halt_mean_steps']:.2f} steps on average")
+
+
+def resume_command() -> str:
+    """This command line as it continues the run: ``--resume`` instead of ``--force``."""
+    args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
+    return shlex.join(["trm-edge", *args, "--resume"])

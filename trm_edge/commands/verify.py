@@ -23,7 +23,7 @@ def verify(
     """On-device parity: checksums, then the bundle's golden I/O through the runtime; pass/fail."""
     from trm_edge.errors import BundleError
     from trm_edge.runtimes.sources import open_runtime, open_source
-    from trm_edge.runtimes.verify import raise_if_failed, verify_golden
+    from trm_edge.runtimes.verify import verify_golden
 
     source = open_source(bundle)  # verifies every checksum
     if source.kind != "bundle":
@@ -32,17 +32,18 @@ def verify(
     if not golden:
         raise BundleError(f"{str(bundle)!r} carries no golden I/O to verify against")
     with open_runtime(source, runtime) as rt:
-        report = verify_golden(rt, golden, precision=source.precision)
-    report["bundle"] = str(bundle)
-    report["checksums"] = "ok"
+        result = verify_golden(rt, golden, precision=source.precision)
+    seal = "sealed" if source.bundle.manifest.sealed else "unsealed"
     if as_json:
-        print_json(report)
+        print_json({**result.to_dict(), "bundle": str(bundle), "checksums": "ok", "manifest": seal})
     else:
         console.print(f"checksums ✓ ({bundle})")
-        for line in report["lines"]:
+        console.print("manifest seal ✓" if seal == "sealed" else "manifest unsealed: written by a trm-edge before "
+                      "0.1 sealed manifests; a hand edit of it would go unnoticed (export it again to seal it)")
+        for line in result.lines:
             console.print(line, markup=False, highlight=False)
-        worst = report["worst"]
-        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
-        console.print(f"{verdict} on {rt.name}: {report['cases']} golden cases, worst {worst['output']} "
-                      f"err/tol {worst['error_ratio']:.3f} at {worst['case']}")
-    raise_if_failed(report, what=f"{bundle} on {rt.name}")
+        worst = result.worst
+        verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
+        console.print(f"{verdict} on {rt.name}: {result.cases} golden cases, worst {worst.output} "
+                      f"err/tol {worst.ratio:.3f} at {worst.worst_case}")
+    result.raise_if_failed(what=f"{bundle} on {rt.name}")

@@ -17,7 +17,7 @@ import onnx
 from trm_edge.bundle import store as B
 from trm_edge.bundle.manifest import Manifest
 from trm_edge.bundle.tolerances import tolerance_for
-from trm_edge.errors import ExportError, OutputExistsError
+from trm_edge.errors import ExportError
 from trm_edge.export import passes
 from trm_edge.export.graphs import build_graph
 from trm_edge.export.puzzles import PuzzleTable, select_puzzles
@@ -28,7 +28,7 @@ from trm_edge.export.validate import (
     validate_step_graph,
     validate_unrolled_graph,
 )
-from trm_edge.io import atomic_directory
+from trm_edge.io import atomic_directory, claims_output
 from trm_edge.targets import Target, get_target
 from trm_edge.trm.checkpoint import halt_threshold
 from trm_edge.version import __version__
@@ -40,6 +40,7 @@ GOLDEN_MAX_BYTES = 8 << 20  # golden I/O budget; at least step 1 is always kept
 Log = Callable[[str], None]
 
 
+@claims_output()
 def export_bundle(
     model,
     output: str | Path,
@@ -78,8 +79,6 @@ def export_bundle(
     if batch is not None and batch < 1:
         raise ExportError(f"--batch {batch} must be at least 1 (omit it for a dynamic batch axis)")
     output = Path(output)
-    if output.exists() and not force:
-        raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
     cfg = model.config
     model.eval()
     table = select_puzzles(model, puzzles, identifier_names)

@@ -20,6 +20,7 @@ from typing import Any, Tuple  # a runtime tuple[...] alias needs Python 3.9
 import numpy as np
 
 from trm_edge.errors import DatasetError, PuzzleError, choices
+from trm_edge.io import claims_output
 from trm_edge.puzzles import TASKS, maze, sudoku
 from trm_edge.puzzles.common import STREAMS, Progress, dihedral, item_random
 from trm_edge.puzzles.dataset import BLANK_IDENTIFIER, Split, write_dataset
@@ -30,6 +31,7 @@ AUG_STREAM = 3
 MAX_REDRAWS = 100  # redraws of a duplicate puzzle before concluding the space is too small
 
 
+@claims_output("directory")
 def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None = None, test: int | None = None,
                   seed: int = 0, aug: int | None = None, options: dict[str, Any] | None = None,
                   source: list[str] | str | None = None, force: bool = False, progress: Progress | None = None,

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trm_edge.errors import OutputExistsError, QuantizationError, RuntimeUnavailableError, choices
+from trm_edge.errors import QuantizationError, RuntimeUnavailableError, choices
+from trm_edge.io import claims_output
 from trm_edge.quantize.formats import Backend, Method, Precision, default_method, int8_format, parse_enum
 from trm_edge.targets.profile import Int8Format
 
@@ -111,6 +112,7 @@ class QuantizeResult:
                 "report": self.report}
 
 
+@claims_output()
 def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOptions | None = None, *,
                     force: bool = False, log: Callable[[str], None] | None = None) -> QuantizeResult:
     """Quantize the fp32 bundle ``bundle`` into the new bundle ``output`` (see the module docstring)."""
@@ -125,8 +127,6 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
         raise QuantizationError(f"bundle {str(src.path)!r} is already quantized (precision {src.precision!r}); "
                                 "quantize the fp32 bundle it came from")
     output = Path(output)
-    if output.exists() and not force:
-        raise OutputExistsError(f"output {str(output)!r} exists; choose another path or pass --force")
     if output.resolve() == src.path.resolve():
         raise QuantizationError("the output bundle must not replace the input bundle")
     if options.calib_steps is not None and not 1 <= options.calib_steps <= src.config.halt_max_steps:
@@ -407,12 +407,13 @@ def _verify(bundle, precision: str) -> dict[str, Any] | None:
     if not bundle.manifest.golden:
         return None
     from trm_edge.quantize.evaluate import open_runtime
-    from trm_edge.runtimes.verify import raise_if_failed, verify_golden
+    from trm_edge.runtimes.verify import verify_golden
 
     with open_runtime(bundle) as rt:
         result = verify_golden(rt, bundle.golden(), precision=precision)
-    raise_if_failed(result, what=f"the {precision} bundle")
-    return {"ok": result["ok"], "worst": result["worst"], "lines": result["lines"]}
+    result.raise_if_failed(what=f"the {precision} bundle")
+    report = result.to_dict()
+    return {key: report[key] for key in ("ok", "worst", "lines")}
 
 
 def _report(src, out, info: dict, extra: dict, options: QuantizeOptions, log) -> dict[str, Any]:

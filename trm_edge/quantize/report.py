@@ -51,7 +51,7 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
                   "drop_points": 100.0 * (mf["exact_accuracy"] - mq["exact_accuracy"])},
         "cell": {"float": mf["cell_accuracy"], "quantized": mq["cell_accuracy"]},
     }
-    report["answers"] = free_running(of, oq, examples)
+    report["answers"] = free_running(of, oq, examples).to_dict()
     (hf, ohf), (hq, ohq) = runs[("float", True)], runs[("quantized", True)]
     report["halting"] = {
         "exact": {"float": hf["exact_accuracy"], "quantized": hq["exact_accuracy"]},
@@ -60,7 +60,7 @@ def parity(float_rt, quant_rt, examples, *, batch_size: int = 16, max_steps: int
         "halted_fraction": {"float": hf["halting"]["halted_fraction"], "quantized": hq["halting"]["halted_fraction"]},
         "answer_agreement": float(np.all(ohf.preds == ohq.preds, axis=-1).mean()) if len(examples) else 0.0,
     }
-    report["per_step"] = per_step
+    report["per_step"] = [r.to_dict() for r in per_step]
     full_batches = [i for i, rows in enumerate(forced.a_run.step_rows) if rows == batch_size]
     if not full_batches:
         return report, None
@@ -79,7 +79,7 @@ def throughput(float_rt, quant_rt, inputs: np.ndarray, *, batch_size: int = 16, 
     log(f"bench float and quantized side by side: batch {batch_size}, {steps} steps, {rounds} rounds")
     rows = bench_side_by_side([float_rt, quant_rt], inputs, batch_size=batch_size, max_steps=steps, halt=False,
                               repeats=rounds, warmup=1)
-    step_ms = {name: r["step_ms_p50"] for name, r in zip(("float", "quantized"), rows, strict=True)}
+    step_ms = {name: r.step_ms_p50 for name, r in zip(("float", "quantized"), rows, strict=True)}
     return _throughput(float_rt.config, step_ms, batch_size=batch_size, timed_steps=steps * rounds,
                        measured="bench")
 

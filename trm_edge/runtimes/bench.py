@@ -8,6 +8,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,32 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
 
 
+@dataclass(frozen=True)
+class Latency:
+    """One runtime's measurement at one batch size: step and whole-puzzle latency, throughput, compute rate."""
+
+    batch: int
+    max_steps: int
+    halt: bool
+    repeats: int
+    mean_steps: float
+    step_ms_p50: float
+    step_ms_p95: float
+    puzzle_s_p50: float  # a puzzle's latency: its whole batch's run
+    puzzle_s_p95: float
+    puzzles_per_s: float
+    gflops: float | None  # achieved GFLOP/s over the timed steps
+    gflop_per_step: float
+    peak_rss_mb: float  # of the process: with several runtimes, of all of them together
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch_size: int,
                        max_steps: int | None, halt: bool, repeats: int, warmup: int,
                        puzzle_identifiers: np.ndarray | None = None,
-                       on_run: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+                       on_run: Callable[[], Any] | None = None) -> list[Latency]:
     """Warm up, then solve one batch of ``batch_size`` puzzles ``repeats`` times on each runtime; latency
     statistics per runtime. The runs are interleaved (round robin), so that load from elsewhere on a shared
     machine hits all runtimes alike and their ratios mean something."""
@@ -60,21 +83,14 @@ def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch
 
 
 def _latency_summary(runtime: Runtime, solver: Solver, t: dict[str, list[float]], *, batch_size: int,
-                     halt: bool) -> dict[str, Any]:
+                     halt: bool) -> Latency:
     flops = flops_per_step(runtime.config) * float(np.sum(t["step_rows"]))
     step_total = float(np.sum(t["step_seconds"]))
-    return {
-        "batch": batch_size,
-        "max_steps": solver.max_steps,
-        "halt": halt,
-        "repeats": len(t["runs"]),
-        "mean_steps": float(np.mean(t["steps"])),
-        "step_ms_p50": 1e3 * percentile(t["step_seconds"], 50),
-        "step_ms_p95": 1e3 * percentile(t["step_seconds"], 95),
-        "puzzle_s_p50": percentile(t["runs"], 50),  # a puzzle's latency: its whole batch's run
-        "puzzle_s_p95": percentile(t["runs"], 95),
-        "puzzles_per_s": batch_size / percentile(t["runs"], 50),
-        "gflops": flops / step_total / 1e9 if step_total else None,
-        "gflop_per_step": flops_per_step(runtime.config) / 1e9,
-        "peak_rss_mb": peak_rss_mb(),  # of the process: with several runtimes, of all of them together
-    }
+    return Latency(
+        batch=batch_size, max_steps=solver.max_steps, halt=halt, repeats=len(t["runs"]),
+        mean_steps=float(np.mean(t["steps"])),
+        step_ms_p50=1e3 * percentile(t["step_seconds"], 50), step_ms_p95=1e3 * percentile(t["step_seconds"], 95),
+        puzzle_s_p50=percentile(t["runs"], 50), puzzle_s_p95=percentile(t["runs"], 95),
+        puzzles_per_s=batch_size / percentile(t["runs"], 50),
+        gflops=flops / step_total / 1e9 if step_total else None,
+        gflop_per_step=flops_per_step(runtime.config) / 1e9, peak_rss_mb=peak_rss_mb())

@@ -5,7 +5,7 @@ runs compared by their answers (on trained models). Backs ``trm-edge compare`` a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,14 +19,55 @@ from trm_edge.runtimes.recursion import Recursion
 from trm_edge.runtimes.solver import SolveOutput
 
 
+@dataclass(frozen=True)
+class StepParity:
+    """Two runtimes fed the same state at one supervision step, compared over every puzzle."""
+
+    step: int
+    logits_max_abs: float
+    logits_mean_abs: float
+    logits_max_rel: float  # max abs difference over the max abs reference logit
+    argmax_agreement: float  # share of cells predicted alike
+    q_halt_max_abs: float
+    halt_agreement: float  # share of puzzles whose halting decision agrees (at the threshold)
+    state_max_abs: float  # z_H_next, z_L_next
+    initial_state_max_abs: float
+    puzzle_embedding_max_abs: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnswerParity:
+    """Two whole solver runs compared by their answers; the accuracy fields need labelled puzzles."""
+
+    answer_agreement: float
+    cell_agreement: float
+    steps_agreement: float
+    mean_steps: list[float]  # A's, B's
+    exact_accuracy: list[float] | None = None  # A's, B's
+    exact_accuracy_diff: float | None = None  # B's minus A's
+    solved_by_a_only: int | None = None
+    solved_by_b_only: int | None = None
+    a_solved_kept: float | None = None  # of the puzzles A solves, the share B solves too
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that apply: without labels, no accuracy fields."""
+        labelled = self.exact_accuracy is not None
+        return {k: v for k, v in asdict(self).items() if labelled or k in _UNLABELLED_FIELDS}
+
+
+_UNLABELLED_FIELDS = ("answer_agreement", "cell_agreement", "steps_agreement", "mean_steps")
+
+
 def teacher_forced(a: Runtime, b: Runtime, examples: Examples, *, steps: int, batch_size: int = 16,
                    threshold: float | None = None, on_step: Callable[[int], Any] | None = None
-                   ) -> list[dict[str, Any]]:
+                   ) -> list[StepParity]:
     """Per step: feed the state of A's trajectory to both runtimes, compare their outputs.
 
-    Returns one record per supervision step with the logits' max/mean absolute and max relative
-    difference, argmax (predicted cell) agreement, the q_halt difference and halting agreement (at
-    ``threshold``, default A's calibrated one), and the state difference. Random-weight TRM is chaotic
+    Returns one :class:`StepParity` per supervision step (halting agreement at ``threshold``, default A's
+    calibrated one). Random-weight TRM is chaotic
     (docs/design.md): this is the meaningful parity test; whole trajectories are compared by answers
     (``free_running``)."""
     return teacher_forced_run(a, b, examples, steps=steps, batch_size=batch_size, threshold=threshold,
@@ -35,7 +76,7 @@ def teacher_forced(a: Runtime, b: Runtime, examples: Examples, *, steps: int, ba
 
 @dataclass
 class TeacherForcedRun:
-    per_step: list[dict[str, Any]]  # :func:`teacher_forced`'s records
+    per_step: list[StepParity]
     a_run: SolveOutput  # A's trajectory as its all-steps solver run, with A's step timings
     b_step_seconds: list[float]  # B's step timings, aligned with ``a_run.step_rows``
 
@@ -98,37 +139,35 @@ def teacher_forced_run(a: Runtime, b: Runtime, examples: Examples, *, steps: int
     records = []
     for r in acc:
         values = max(r["cells"], 1) * cfg.vocab_size
-        records.append({
-            "step": r["step"], "logits_max_abs": r["logits_max_abs"], "logits_mean_abs": r["logits_sum_abs"] / values,
-            "logits_max_rel": r["logits_max_abs"] / max(r["logits_ref_max"], 1e-12),
-            "argmax_agreement": r["cells_agree"] / max(r["cells"], 1), "q_halt_max_abs": r["q_max_abs"],
-            "halt_agreement": r["halt_agree"] / max(r["puzzles"], 1), "state_max_abs": r["state_max_abs"],
-            "initial_state_max_abs": init_diff, "puzzle_embedding_max_abs": emb_diff,
-        })
+        records.append(StepParity(
+            step=r["step"], logits_max_abs=r["logits_max_abs"], logits_mean_abs=r["logits_sum_abs"] / values,
+            logits_max_rel=r["logits_max_abs"] / max(r["logits_ref_max"], 1e-12),
+            argmax_agreement=r["cells_agree"] / max(r["cells"], 1), q_halt_max_abs=r["q_max_abs"],
+            halt_agreement=r["halt_agree"] / max(r["puzzles"], 1), state_max_abs=r["state_max_abs"],
+            initial_state_max_abs=init_diff, puzzle_embedding_max_abs=emb_diff))
     run_a = SolveOutput(step_preds[-1].copy(), np.full(n, steps, np.int32), step_q[-1].copy(), np.zeros(n, bool),
                         step_seconds=a_seconds, step_rows=step_rows, seconds=float(np.sum(a_seconds)),
                         step_preds=step_preds, step_q=step_q)
     return TeacherForcedRun(records, run_a, b_seconds)
 
 
-def free_running(out_a: SolveOutput, out_b: SolveOutput, examples: Examples) -> dict[str, Any]:
+def free_running(out_a: SolveOutput, out_b: SolveOutput, examples: Examples) -> AnswerParity:
     """Answer-level agreement of two whole solver runs (meaningful on trained models)."""
     same = np.all(out_a.preds == out_b.preds, axis=-1)
-    report: dict[str, Any] = {
-        "answer_agreement": float(same.mean()) if len(same) else 0.0,
-        "cell_agreement": float((out_a.preds == out_b.preds).mean()) if len(same) else 0.0,
-        "steps_agreement": float((out_a.steps == out_b.steps).mean()) if len(same) else 0.0,
-        "mean_steps": [float(out_a.steps.mean()), float(out_b.steps.mean())] if len(same) else [0.0, 0.0],
-    }
-    if examples.labels is not None:
-        ea = accuracy(out_a.preds, examples.labels, examples.ignore_label_id)[0]
-        eb = accuracy(out_b.preds, examples.labels, examples.ignore_label_id)[0]
-        report["exact_accuracy"] = [float(ea.mean()), float(eb.mean())]
-        report["exact_accuracy_diff"] = float(eb.mean() - ea.mean())
-        report["solved_by_a_only"] = int((ea & ~eb).sum())
-        report["solved_by_b_only"] = int((eb & ~ea).sum())
-        report["a_solved_kept"] = float((ea & eb).sum() / ea.sum()) if ea.any() else None  # of A's solved, B's share
-    return report
+    some = bool(len(same))
+    agreement = AnswerParity(
+        answer_agreement=float(same.mean()) if some else 0.0,
+        cell_agreement=float((out_a.preds == out_b.preds).mean()) if some else 0.0,
+        steps_agreement=float((out_a.steps == out_b.steps).mean()) if some else 0.0,
+        mean_steps=[float(out_a.steps.mean()), float(out_b.steps.mean())] if some else [0.0, 0.0])
+    if examples.labels is None:
+        return agreement
+    ea = accuracy(out_a.preds, examples.labels, examples.ignore_label_id)[0]
+    eb = accuracy(out_b.preds, examples.labels, examples.ignore_label_id)[0]
+    return replace(agreement, exact_accuracy=[float(ea.mean()), float(eb.mean())],
+                   exact_accuracy_diff=float(eb.mean() - ea.mean()), solved_by_a_only=int((ea & ~eb).sum()),
+                   solved_by_b_only=int((eb & ~ea).sum()),
+                   a_solved_kept=float((ea & eb).sum() / ea.sum()) if ea.any() else None)
 
 
 def check_same_model(a: Runtime, b: Runtime) -> None:

@@ -16,6 +16,7 @@ numpy only: no torch here (the device side).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,9 @@ class Recursion:
         self.max_steps = max_steps or runtime.config.halt_max_steps
         self.halt = halt
         self.threshold = float(runtime.source.halt_threshold if threshold is None else threshold)
+        if not math.isfinite(self.threshold):
+            raise TrmEdgeError(f"halting threshold {self.threshold} must be a finite number (a q_halt logit; 0 is "
+                               "sigmoid 0.5)")
         self.refill = refill
         self.followers = list(followers)
         self.keep_state = keep_state or bool(self.followers)

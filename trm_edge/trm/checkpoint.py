@@ -16,7 +16,7 @@ import yaml
 
 from trm_edge.config import TRMConfig
 from trm_edge.errors import CheckpointError, choices
-from trm_edge.io import atomic_directory
+from trm_edge.io import atomic_directory, claims_output
 from trm_edge.puzzles import TASK_SEQ_LEN
 from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
 from trm_edge.version import __version__
@@ -75,6 +75,7 @@ def load_config(path_or_name: str | os.PathLike) -> TRMConfig:
     return TRMConfig.from_dict(read_checkpoint_info(path_or_name)["model"])
 
 
+@claims_output("directory")
 def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata: dict[str, Any] | None = None,
                     identifiers: list[str] | None = None, force: bool = False) -> Path:
     """Write ``model`` as a trm-edge checkpoint directory, atomically; ``identifiers`` are the names of its

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from trm_edge.bundle.contract import halts
 from trm_edge.config import TrainConfig, TRMConfig
 from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError
+from trm_edge.io import claim_output, clear_litter
 from trm_edge.puzzles.dataset import read_recipe, read_split
 from trm_edge.trm.checkpoint import RUN_MODEL_DIR, read_identifier_names, save_checkpoint
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta
@@ -313,120 +314,127 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     ``force=True`` replaces an existing RUN_DIR. Under torchrun every rank calls this function.
     """
     d = init_distributed()
-    run_dir = Path(run_dir)
-    check_split(train_split, "train")
-    _check_data_fits(model_config, train_split, "train")
-    if test_split is not None:
-        check_split(test_split, "test")
-        _check_data_fits(model_config, test_split, "test")
-    tc = train_config
-    fingerprint = data_fingerprint(train_split)
-    saved = None
-    if (run_dir / STATE_DIR).exists() and resume:
-        saved = read_state(run_dir)
-        check_resume_compatible(saved[1], model_config, tc, fingerprint, run_dir / STATE_DIR)
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            raise TrainingError(f"cannot resume: {str(run_dir)!r} exists but has no {STATE_DIR}/ to resume from")
-        if not force:
-            raise OutputExistsError(f"output {str(run_dir)!r} exists; pass --resume to continue it or --force to "
-                                    "replace it")
-    device = torch.device(device) if device is not None else default_device(d)
-    if device.type == "cpu":
-        set_cpu_threads(d, threads)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    trainer = Trainer(model_config, tc, train_split, test_split, task=task, d=d, device=device)
-    if saved is not None:
-        trainer.load_state(*saved)
-    first_step = trainer.step
-    barrier(d)
-    if d.is_main:
-        if saved is None and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = [r for r in read_metrics(run_dir) if r.get("step", 0) <= trainer.step]
-        (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in metrics))
-    barrier(d)
-    meta_info = {"model": model_config.to_dict(), "train": tc.to_dict(), "task": task, "preset": preset,
-                 "data": fingerprint, "data_dir": data_dir, "data_recipe": data_recipe}
-    result = TrainResult(run_dir, trainer.step)
-    last_eval: dict[str, Any] | None = None
-    window: dict[str, float] = {}
-    window_start = time.perf_counter()
-    started = time.perf_counter() - trainer.elapsed
-    session_start = time.perf_counter()
-    bar = _progress_bar(enabled=progress and d.is_main)
-    task_id = bar.add_task("training", total=tc.train_steps, completed=trainer.step, status="")
-
-    names = _identifier_names(data_dir, model_config)
-
-    def checkpoint() -> None:
-        if not trainer.all_finite():
-            raise TrainingError(f"non-finite weights at step {trainer.step}; stopped (the last good checkpoint "
-                                "is kept)")
-        trainer.elapsed = time.perf_counter() - started
-        tensors, info = trainer.state()  # collective: every rank takes part
+    # The run directory is this run's alone: a second trainer of it is refused (its lock, held by rank 0).
+    with claim_output(run_dir, force=True) if d.is_main else nullcontext():
+        run_dir = Path(run_dir)
+        check_split(train_split, "train")
+        _check_data_fits(model_config, train_split, "train")
+        if test_split is not None:
+            check_split(test_split, "test")
+            _check_data_fits(model_config, test_split, "test")
+        tc = train_config
+        fingerprint = data_fingerprint(train_split)
+        saved = None
+        if d.is_main and run_dir.is_dir():  # a writer killed mid-swap: its litter goes, an interrupted swap is undone
+            for name in (STATE_DIR, MODEL_DIR):
+                clear_litter(run_dir / name)
+        barrier(d)
+        if (run_dir / STATE_DIR).exists() and resume:
+            saved = read_state(run_dir)
+            check_resume_compatible(saved[1], model_config, tc, fingerprint, run_dir / STATE_DIR)
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            if resume:
+                raise TrainingError(f"cannot resume: {str(run_dir)!r} exists but has no {STATE_DIR}/ to resume from")
+            if not force:
+                raise OutputExistsError(f"output {str(run_dir)!r} exists; pass --resume to continue it or --force to "
+                                        "replace it")
+        device = torch.device(device) if device is not None else default_device(d)
+        if device.type == "cpu":
+            set_cpu_threads(d, threads)
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        trainer = Trainer(model_config, tc, train_split, test_split, task=task, d=d, device=device)
+        if saved is not None:
+            trainer.load_state(*saved)
+        first_step = trainer.step
+        barrier(d)
         if d.is_main:
-            write_state(run_dir, tensors, {**info, **meta_info})
-        if d.is_main:
-            metadata = {"preset": preset, "data_recipe": data_recipe, "data_dir": data_dir,
-                        "training": {"step": trainer.step, "train": tc.to_dict(), "seconds": round(trainer.elapsed, 1),
-                                     "world_size": d.world_size, "ema": tc.ema, "last_eval": last_eval}}
-            save_checkpoint(trainer.eval_model(), run_dir / MODEL_DIR, task=task, force=True, identifiers=names,
-                            metadata=metadata)
+            if saved is None and run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            metrics = [r for r in read_metrics(run_dir) if r.get("step", 0) <= trainer.step]
+            (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in metrics))
+        barrier(d)
+        meta_info = {"model": model_config.to_dict(), "train": tc.to_dict(), "task": task, "preset": preset,
+                     "data": fingerprint, "data_dir": data_dir, "data_recipe": data_recipe}
+        result = TrainResult(run_dir, trainer.step)
+        last_eval: dict[str, Any] | None = None
+        window: dict[str, float] = {}
+        window_start = time.perf_counter()
+        started = time.perf_counter() - trainer.elapsed
+        session_start = time.perf_counter()
+        bar = _progress_bar(enabled=progress and d.is_main)
+        task_id = bar.add_task("training", total=tc.train_steps, completed=trainer.step, status="")
 
-    with bar:
-        while trainer.step < tc.train_steps:
-            scalars = trainer.train_step()
-            if on_step is not None:
-                on_step(trainer, scalars)
-            for key, value in scalars.items():
-                window[key] = window.get(key, 0.0) + value
-            window["n"] = window.get("n", 0) + 1
-            step = trainer.step
-            if step % tc.log_interval == 0 or step == tc.train_steps:
-                now = time.perf_counter()
-                n = window.pop("n")
-                record = {"kind": "train", "step": step, "lr": scalars["lr"],
-                          **{k: window[k] / n for k in ("loss", "lm_loss", "q_halt_loss")},
-                          "train_exact_accuracy": window["halted_correct"] / max(window["halted"], 1),
-                          "train_mean_steps": window["halted_steps"] / max(window["halted"], 1),
-                          "steps_per_s": n / (now - window_start),
-                          "samples_per_s": window["fresh"] * d.world_size / (now - window_start),
-                          "elapsed_s": round(now - started, 2)}
-                result.train_history.append(record)
-                if d.is_main:
-                    _json_line(run_dir / METRICS_FILE, record)
-                bar.update(task_id, status=f"loss {record['loss']:.3f} exact {record['train_exact_accuracy']:.2f} "
-                                           f"{record['steps_per_s']:.2f} it/s")
-                window, window_start = {}, time.perf_counter()
-            pause = time.perf_counter()  # evaluation and checkpoints do not count in steps_per_s
-            if test_split is not None and (step % tc.eval_interval == 0 or step == tc.train_steps):
-                last_eval = {"kind": "eval", "step": step, **trainer.evaluate()}
-                if d.is_main:
-                    _json_line(run_dir / METRICS_FILE, last_eval)
-                if d.is_main and progress:
-                    bar.console.print(f"step {step}: exact {last_eval['exact_accuracy']:.3f} (after 1 step "
-                                      f"{last_eval['exact_accuracy_by_step'][0]:.3f}), with halting "
-                                      f"{last_eval['halt_exact_accuracy']:.3f} in "
-                                      f"{last_eval['halt_mean_steps']:.1f} steps")
-            if step % tc.checkpoint_interval == 0 or step == tc.train_steps:
-                checkpoint()
-                if d.is_main and progress and not bar.console.is_terminal and result.train_history:
-                    last = result.train_history[-1]  # no live bar in a log file: one line per checkpoint
-                    rate = (step - first_step) / max(time.perf_counter() - session_start, 1e-9)
-                    bar.console.print(f"step {step}/{tc.train_steps} loss {last['loss']:.4f} train exact "
-                                      f"{last['train_exact_accuracy']:.3f} {last['steps_per_s']:.2f} steps/s, "
-                                      f"ETA {(tc.train_steps - step) / max(rate, 1e-9) / 60:.0f} min")
-            window_start += time.perf_counter() - pause
-            bar.update(task_id, completed=step)
-    if trainer.step == first_step:  # nothing to do (a resume of a finished run): make sure model/ is there
-        checkpoint()
-    result.step, result.last_eval = trainer.step, last_eval
-    result.seconds = time.perf_counter() - started
-    return result
+        names = _identifier_names(data_dir, model_config)
+
+        def checkpoint() -> None:
+            if not trainer.all_finite():
+                raise TrainingError(f"non-finite weights at step {trainer.step}; stopped (the last good checkpoint "
+                                    "is kept)")
+            trainer.elapsed = time.perf_counter() - started
+            # model/ first: a run killed between the two has a model whenever it has a state to resume
+            tensors, info = trainer.state()  # collective: every rank takes part
+            if d.is_main:
+                metadata = {"preset": preset, "data_recipe": data_recipe, "data_dir": data_dir,
+                            "training": {"step": trainer.step, "train": tc.to_dict(),
+                                         "seconds": round(trainer.elapsed, 1), "world_size": d.world_size,
+                                         "ema": tc.ema, "last_eval": last_eval}}
+                save_checkpoint(trainer.eval_model(), run_dir / MODEL_DIR, task=task, force=True, identifiers=names,
+                                metadata=metadata)
+                write_state(run_dir, tensors, {**info, **meta_info})
+
+        with bar:
+            while trainer.step < tc.train_steps:
+                scalars = trainer.train_step()
+                if on_step is not None:
+                    on_step(trainer, scalars)
+                for key, value in scalars.items():
+                    window[key] = window.get(key, 0.0) + value
+                window["n"] = window.get("n", 0) + 1
+                step = trainer.step
+                if step % tc.log_interval == 0 or step == tc.train_steps:
+                    now = time.perf_counter()
+                    n = window.pop("n")
+                    record = {"kind": "train", "step": step, "lr": scalars["lr"],
+                              **{k: window[k] / n for k in ("loss", "lm_loss", "q_halt_loss")},
+                              "train_exact_accuracy": window["halted_correct"] / max(window["halted"], 1),
+                              "train_mean_steps": window["halted_steps"] / max(window["halted"], 1),
+                              "steps_per_s": n / (now - window_start),
+                              "samples_per_s": window["fresh"] * d.world_size / (now - window_start),
+                              "elapsed_s": round(now - started, 2)}
+                    result.train_history.append(record)
+                    if d.is_main:
+                        _json_line(run_dir / METRICS_FILE, record)
+                    bar.update(task_id, status=f"loss {record['loss']:.3f} exact {record['train_exact_accuracy']:.2f} "
+                                               f"{record['steps_per_s']:.2f} it/s")
+                    window, window_start = {}, time.perf_counter()
+                pause = time.perf_counter()  # evaluation and checkpoints do not count in steps_per_s
+                if test_split is not None and (step % tc.eval_interval == 0 or step == tc.train_steps):
+                    last_eval = {"kind": "eval", "step": step, **trainer.evaluate()}
+                    if d.is_main:
+                        _json_line(run_dir / METRICS_FILE, last_eval)
+                    if d.is_main and progress:
+                        bar.console.print(f"step {step}: exact {last_eval['exact_accuracy']:.3f} (after 1 step "
+                                          f"{last_eval['exact_accuracy_by_step'][0]:.3f}), with halting "
+                                          f"{last_eval['halt_exact_accuracy']:.3f} in "
+                                          f"{last_eval['halt_mean_steps']:.1f} steps")
+                if step % tc.checkpoint_interval == 0 or step == tc.train_steps:
+                    checkpoint()
+                    if d.is_main and progress and not bar.console.is_terminal and result.train_history:
+                        last = result.train_history[-1]  # no live bar in a log file: one line per checkpoint
+                        rate = (step - first_step) / max(time.perf_counter() - session_start, 1e-9)
+                        bar.console.print(f"step {step}/{tc.train_steps} loss {last['loss']:.4f} train exact "
+                                          f"{last['train_exact_accuracy']:.3f} {last['steps_per_s']:.2f} steps/s, "
+                                          f"ETA {(tc.train_steps - step) / max(rate, 1e-9) / 60:.0f} min")
+                window_start += time.perf_counter() - pause
+                bar.update(task_id, completed=step)
+        if trainer.step == first_step:  # nothing to do (a resume of a finished run): make sure model/ is there
+            checkpoint()
+        result.step, result.last_eval = trainer.step, last_eval
+        result.seconds = time.perf_counter() - started
+        return result
 
 
 def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:
