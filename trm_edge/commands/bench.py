@@ -71,7 +71,7 @@ def bench(
                            f"{', '.join(f'{rt.source.path}: {rt.config.seq_len}' for rt in rts)}")
     ids = None
     if data is not None:
-        examples = read_examples(str(data), split, config=rts[0].config)
+        examples = read_examples(str(data), split, config=rts[0].config, task=rts[0].task)
         inputs, ids = examples.inputs, examples.puzzle_identifiers
     else:
         inputs = random_inputs(rts[0].config, max(batch))

@@ -38,8 +38,8 @@ def verify(
         print_json({**result.to_dict(), "bundle": str(bundle), "checksums": "ok", "manifest": seal})
     else:
         console.print(f"checksums ✓ ({bundle})")
-        console.print("manifest seal ✓" if seal == "sealed" else "manifest unsealed: written by a trm-edge before "
-                      "0.1 sealed manifests; a hand edit of it would go unnoticed (export it again to seal it)")
+        console.print("manifest seal ✓" if seal == "sealed" else "manifest unsealed: written before trm-edge sealed "
+                      "its manifests, so a hand edit of it would go unnoticed (export it again to seal it)")
         for line in result.lines:
             console.print(line, markup=False, highlight=False)
         worst = result.worst

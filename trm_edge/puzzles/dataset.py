@@ -241,6 +241,26 @@ def read_recipe(directory: str | os.PathLike) -> dict | None:
     return recipe
 
 
+def dataset_task(recipe: dict | None, vocab_size: int | None) -> str | None:
+    """The task a dataset holds: its recipe's, else (official data has no recipe) the task whose token vocabulary
+    has its size; None when neither tells."""
+    if recipe is not None:
+        return str(recipe["task"])
+    from trm_edge.config import PRESETS
+
+    task_of_vocab = {p.model.vocab_size: p.task for p in PRESETS.values()}
+    return task_of_vocab.get(int(vocab_size)) if vocab_size is not None else None
+
+
+def check_dataset_task(directory: str | os.PathLike, task: str | None, vocab_size: int | None, *,
+                       wanted: str) -> None:
+    """Refuse a dataset of another task than ``wanted`` (a Sudoku model on mazes scores 0.0 without a word)."""
+    found = dataset_task(read_recipe(directory), vocab_size) if task is None else task
+    if found is not None and found != wanted:
+        raise DatasetError(f"{str(directory)!r} holds {found} puzzles, but the model solves {wanted}; give a "
+                           f"{wanted} dataset")
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 

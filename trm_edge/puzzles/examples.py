@@ -32,9 +32,10 @@ class Examples:
                         self.ignore_label_id)
 
 
-def read_examples(data_dir: str, split: str, *, config: Any = None) -> Examples:
-    """A split of a dataset in the official layout, one row per example (identifiers expanded)."""
-    from trm_edge.puzzles.dataset import read_split
+def read_examples(data_dir: str, split: str, *, config: Any = None, task: str | None = None) -> Examples:
+    """A split of a dataset in the official layout, one row per example (identifiers expanded). With the model's
+    ``config`` and ``task``, a dataset the model cannot solve is refused (other lengths, vocabulary, task)."""
+    from trm_edge.puzzles.dataset import check_dataset_task, read_split
 
     s = read_split(data_dir, split)
     inputs = np.asarray(s.inputs)
@@ -54,6 +55,9 @@ def read_examples(data_dir: str, split: str, *, config: Any = None) -> Examples:
         vocab = _meta(metadata, "vocab_size", None)
         if vocab is not None and int(vocab) > config.vocab_size:
             raise DatasetError(f"{data_dir!r}: vocabulary of {vocab} tokens; the model has {config.vocab_size}")
+    if task is not None:
+        vocab = _meta(metadata, "vocab_size", None)
+        check_dataset_task(data_dir, None, None if vocab is None else int(vocab), wanted=task)
     return Examples(inputs.astype(np.int32), labels, ids, None if ignore is None else int(ignore))
 
 

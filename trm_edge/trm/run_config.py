@@ -9,6 +9,7 @@ from typing import Any
 
 from trm_edge.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
 from trm_edge.errors import ConfigError, TrainingError, choices
+from trm_edge.puzzles.dataset import dataset_task
 
 DATA_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")  # model fields the dataset decides
 
@@ -47,14 +48,10 @@ def resolve_configs(preset_name: str, overrides: list[str], data_metadata: Any,
 def check_task(preset_name: str, data: Path, recipe: dict | None, data_metadata: Any) -> None:
     """The dataset holds the preset's task: its recipe's task, or (official data has no recipe) its vocabulary."""
     preset = get_preset(preset_name)
-    if recipe is not None:
-        found = recipe["task"]
-    else:
-        vocab = getattr(data_metadata, "vocab_size", None)
-        task_of_vocab = {p.model.vocab_size: p.task for p in PRESETS.values()}
-        if vocab is None or int(vocab) not in task_of_vocab:
-            return
-        found = task_of_vocab[int(vocab)]
+    vocab = getattr(data_metadata, "vocab_size", None)
+    found = dataset_task(recipe, None if vocab is None else int(vocab))
+    if found is None:
+        return
     if found != preset.task:
         fitting = [name for name, p in PRESETS.items() if p.task == found]
         raise TrainingError(f"preset {preset_name!r} trains {preset.task} but {str(data)!r} holds {found} puzzles"
