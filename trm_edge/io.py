@@ -43,9 +43,10 @@ FAULT_VARIABLE = "TRM_EDGE_FAULT"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fault_point(name: str) -> None:
-    """SIGKILL this process here when ``$TRM_EDGE_FAULT`` names this point (tests/reliability drive it)."""
-    if os.environ.get(FAULT_VARIABLE) == name:
+def fault_point(name: str, target: Path) -> None:
+    """SIGKILL this process here when ``$TRM_EDGE_FAULT`` names this point, alone or as ``POINT:NAME`` for the
+    writes of outputs named NAME only (tests/reliability drive it)."""
+    if os.environ.get(FAULT_VARIABLE) in (name, f"{name}:{target.name}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -112,7 +113,7 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output should get the usual permissions
         try:
             yield tmp
-            fault_point("replace:before")
+            fault_point("replace:before", target)
             _put_in_place(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -132,7 +133,7 @@ def atomic_file(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
             umask = os.umask(0)
             os.umask(umask)
             tmp.chmod(0o666 & ~umask)
-            fault_point("replace:before")
+            fault_point("replace:before", target)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -179,12 +180,12 @@ def _put_in_place(tmp: Path, target: Path) -> None:
     if not (target.exists() or target.is_symlink()):
         os.rename(tmp, target)
     elif _exchange(tmp, target):
-        fault_point("replace:exchanged")
+        fault_point("replace:exchanged", target)
         shutil.rmtree(tmp)  # the old content
     else:
         old = target.with_name(f".{target.name}{OLD_SUFFIX}")
         os.rename(target, old)
-        fault_point("replace:between-renames")
+        fault_point("replace:between-renames", target)
         os.rename(tmp, target)
         shutil.rmtree(old)
 
