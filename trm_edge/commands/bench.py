@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, List
 
@@ -76,7 +75,7 @@ def bench(
     else:
         inputs = random_inputs(rts[0].config, max(batch))
     entries = []
-    with contextlib.ExitStack() as stack, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+    with contextlib.ExitStack() as stack, progress() as bar:
         for rt in rts:
             start = time.perf_counter()
             stack.enter_context(rt)  # loads it

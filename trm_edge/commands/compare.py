@@ -3,7 +3,6 @@ free-running answers and halting)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -59,7 +58,7 @@ def compare(
         from trm_edge.commands.plots import require_matplotlib
 
         require_matplotlib()
-    with a, b, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+    with a, b, progress() as bar:
         task = bar.add_task("teacher-forced", total=len(forced) * steps)
         per_step = teacher_forced(a, b, forced, steps=steps, batch_size=batch, threshold=threshold,
                                   on_step=lambda k: bar.advance(task, k)) if len(forced) else []

@@ -3,7 +3,6 @@ metric and the submission)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -62,7 +61,7 @@ def eval_command(
     except PuzzleError:
         codec = None
     solver = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold)
-    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+    with rt, progress() as bar:
         task = bar.add_task(f"eval {split}", total=len(examples))
         report, out = evaluate(rt, examples, solver=solver, codec=codec, by_step=by_step,
                                on_progress=lambda k: bar.advance(task, k))

@@ -5,6 +5,7 @@ Torch-free on a bundle: numpy and the runtime are imported inside the command.""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, List
 
@@ -48,16 +49,13 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
                 block = []
         if block:
             blocks.append((start, block))
+        if not blocks:
+            raise PuzzleError(f"{str(file)!r} holds no puzzles")
         for start, lines in blocks:
-            whole = "\n".join(lines)
-            try:
-                codec.parse(whole)
-                items.append((f"{file}:{start}", whole))
-            except PuzzleError:
-                if len(lines) == 1:
-                    items.append((f"{file}:{start}", whole))
-                else:
-                    items += [(f"{file}:{start + k}", line) for k, line in enumerate(lines)]
+            if len(lines) > 1 and _parses(codec, lines[0]):  # a block of one-line puzzles
+                items += [(f"{file}:{start + k}", line) for k, line in enumerate(lines)]
+            else:  # one puzzle, whose error (a missing row, a missing cell) names the puzzle as written
+                items.append((f"{file}:{start}", "\n".join(lines)))
     parsed, errors = [], []
     for label, text in items:
         try:
@@ -70,6 +68,14 @@ def _read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
         else:
             parsed.append((label, tokens))
     return parsed, errors
+
+
+def _parses(codec, text: str) -> bool:
+    try:
+        codec.parse(text)
+    except PuzzleError:
+        return False
+    return True
 
 
 def _size(cells: int) -> str:
@@ -133,19 +139,16 @@ def solve(
     if parsed:
         import numpy as np
 
-        from trm_edge.runtimes.solver import Solver, answers
+        from trm_edge.runtimes.solver import Solver, answer
 
         rt = common.open_model(source, runtime, threads=threads)
         inputs = np.stack([tokens for _, tokens in parsed])
+        printer = InOrder(lambda i, out: _report(parsed[i], answer(out, i, inputs[i], codec), codec, as_json=as_json),
+                          len(parsed))
         with rt, progress(disable=len(parsed) < 32) as bar:
             task = bar.add_task("solving", total=len(parsed))
-            out = Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold).run(
-                inputs, on_progress=lambda k: bar.advance(task, k))
-        for (label, tokens), answer in zip(parsed, answers(out, inputs, codec)):  # noqa: B905
-            if as_json:
-                print_json({"puzzle": label, **answer.to_json()})
-            else:
-                _print_answer(label, codec, tokens, answer)
+            Solver(rt, batch_size=batch, max_steps=max_steps, halt=halt, threshold=threshold).run(
+                inputs, on_progress=lambda k: bar.advance(task, k), on_finished=printer.finished)
     if errors:
         raise typer.Exit(2)
 
@@ -171,7 +174,7 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
     embeddings = TaskEmbeddings.of(rt)
     plans = plan_tasks(embeddings, list(tasks.values()), augmentations)
     solver = Solver(rt, **solver_options)
-    with rt, progress(disable=as_json and not sys.stderr.isatty()) as bar:
+    with rt, progress() as bar:
         task = bar.add_task("solving", total=sum(len(plan.identifiers) for plan in plans))
         attempts = solve_plans(solver, embeddings, plans, on_progress=lambda k: bar.advance(task, k))
     if submission is not None:
@@ -185,6 +188,29 @@ def _solve_arc(source, paths: list[str], *, task_ids: list[str], augmentations: 
                          {"input": example.input, **entry})
     if submission is not None:
         console.print(f"wrote {submission}")
+
+
+class InOrder:
+    """Answers printed as soon as they and every answer before them are decided: streamed (a puzzle that halts at
+    step 2 is printed then, not after the last puzzle), and still in the order of the input."""
+
+    def __init__(self, emit: Callable[[int, Any], None], count: int) -> None:
+        self.emit, self.done, self.next = emit, [False] * count, 0
+
+    def finished(self, indices: Any, output: Any) -> None:
+        for i in indices:
+            self.done[int(i)] = True
+        while self.next < len(self.done) and self.done[self.next]:
+            self.emit(self.next, output)
+            self.next += 1
+
+
+def _report(item: tuple[str, Any], answer: Any, codec: Any, *, as_json: bool) -> None:
+    label, tokens = item
+    if as_json:
+        print_json({"puzzle": label, **answer.to_json()})
+    else:
+        _print_answer(label, codec, tokens, answer)
 
 
 def _print_grids(title: str, grids: dict[str, Any]) -> None:

@@ -92,10 +92,12 @@ class Solver:
         return self.recursion.capacity
 
     def run(self, inputs: np.ndarray, puzzle_identifiers: np.ndarray | None = None, *, record_steps: bool = False,
-            on_progress: Callable[[int], Any] | None = None) -> SolveOutput:
+            on_progress: Callable[[int], Any] | None = None,
+            on_finished: Callable[[np.ndarray, SolveOutput], Any] | None = None) -> SolveOutput:
         """Solve ``inputs`` (int tokens ``[N, seq_len]``); ``puzzle_identifiers`` ``[N]`` pick rows of the
         puzzle-embedding table (identifier 0 when not given). ``on_progress(k)`` is called with the
-        number of puzzles finished at each step."""
+        number of puzzles finished at each step, ``on_finished(indices, output)`` with their indices once their
+        answers are in ``output`` (to stream answers as they are decided)."""
         inputs = self.recursion.check_inputs(inputs)
         n, cfg = len(inputs), self.runtime.config
         out = SolveOutput(np.zeros((n, cfg.seq_len), np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32),
@@ -122,6 +124,8 @@ class Solver:
                         out.step_preds[k:, puzzle] = out.preds[puzzle]
                 if on_progress is not None:
                     on_progress(int(finished.size))
+                if on_finished is not None:
+                    on_finished(who, out)
         out.seconds = time.perf_counter() - start
         return out
 
@@ -151,13 +155,15 @@ def answers(output: SolveOutput, inputs: np.ndarray, codec: Any, *, indices: Seq
             ) -> list[PuzzleAnswer]:
     """Decode a solver output with a task codec and check each answer against its puzzle."""
     indices = list(range(len(output))) if indices is None else list(indices)
-    confidence = output.confidence
-    result = []
-    for row, index in enumerate(indices):
-        tokens = output.preds[row]
-        problem = codec.problem(inputs[row], tokens)
-        result.append(PuzzleAnswer(
-            index=index, solution=codec.decode(tokens), valid=problem is None, problem=problem,
-            steps=int(output.steps[row]), confidence=float(confidence[row]), halted=bool(output.halted[row]),
-            tokens=tokens))
-    return result
+    return [answer(output, row, inputs[row], codec, index=index) for row, index in enumerate(indices)]
+
+
+def answer(output: SolveOutput, row: int, puzzle: np.ndarray, codec: Any, *, index: int | None = None
+           ) -> PuzzleAnswer:
+    """Row ``row`` of a solver output decoded, and checked against its ``puzzle`` tokens."""
+    tokens = output.preds[row]
+    problem = codec.problem(puzzle, tokens)
+    return PuzzleAnswer(index=row if index is None else index, solution=codec.decode(tokens), valid=problem is None,
+                        problem=problem, steps=int(output.steps[row]),
+                        confidence=float(sigmoid(output.q_halt_logits[row])), halted=bool(output.halted[row]),
+                        tokens=tokens)

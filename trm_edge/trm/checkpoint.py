@@ -46,10 +46,9 @@ def resolve_model_path(path_or_name: str | os.PathLike) -> Path:
     if not is_checkpoint(path):
         shipped = sorted(p.name for p in PACKAGED_MODELS.iterdir() if (p / CONFIG_FILE).exists()) \
             if PACKAGED_MODELS.is_dir() else []
-        raise CheckpointError(
-            f"{text!r} is not a trm-edge checkpoint (a directory with {CONFIG_FILE} and {WEIGHTS_FILE})"
-            + (f"; shipped models: {choices(shipped)}" if shipped else "")
-        )
+        what = "does not exist" if not path.exists() else \
+            f"is not a trm-edge checkpoint (a directory with {CONFIG_FILE} and {WEIGHTS_FILE})"
+        raise CheckpointError(f"{text!r} {what}" + (f"; shipped models: {choices(shipped)}" if shipped else ""))
     return path
 
 
@@ -193,6 +192,9 @@ def import_official(checkpoint: str | os.PathLike, *, task: str, seq_len: int | 
     if task not in TASK_SEQ_LEN:
         raise CheckpointError(f"unknown task {task!r}; valid tasks: {choices(TASK_SEQ_LEN)}")
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{str(checkpoint)!r} " + ("does not exist" if not checkpoint.exists() else
+                              "is not a file (an official checkpoint is a step_N file)"))
     arch = _read_official_arch(checkpoint)
     state = _read_official_state(checkpoint)
     for key in ("embed_tokens.embedding_weight",):

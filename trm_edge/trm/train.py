@@ -455,7 +455,7 @@ def _progress_bar(*, enabled: bool):
 
     from trm_edge.progress import progress
 
-    return progress(TextColumn("{task.fields[status]}"), disable=not enabled, transient=False)
+    return progress(TextColumn("{task.fields[status]}"), disable=not enabled, transient=False, lines=False)
 
 
 # -- from the command line ---------------------------------------------------------------------------
