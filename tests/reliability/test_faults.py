@@ -171,10 +171,13 @@ def wait_for(predicate, timeout: float = 120) -> None:
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     out = tmp_path / "data"
     process = start("data", "build", "sudoku", "--train", "200000", "--test", "2", "-o", str(out))
-    wait_for(lambda: (tmp_path / ".data.lock").exists())  # it claimed its output and is generating puzzles
-    time.sleep(1)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    try:
+        wait_for(lambda: (tmp_path / ".data.lock").exists())  # it claimed its output and is generating puzzles
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 143, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no output, no temporary, no lock file
@@ -183,9 +186,12 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
 def test_ctrl_c_in_train_says_how_to_resume(sudoku_data, tmp_path):
     run = tmp_path / "run"
     process = start(*train_command(sudoku_data, run, 100000))
-    wait_for(lambda: (run / "state" / "trainer.json").is_file())
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        wait_for(lambda: (run / "state" / "trainer.json").is_file())
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "--resume" in err and str(run) in err
