@@ -40,7 +40,7 @@ from trm_edge.locking import output_lock
 TEMPORARY_INFIX, OLD_SUFFIX = ".tmp-", ".old"
 # Fault injection for the reliability tests: a process whose TRM_EDGE_FAULT names a point kills itself there.
 FAULT_VARIABLE = "TRM_EDGE_FAULT"
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound="Callable[..., Any]")  # a string: subscripting the ABC at run time needs 3.9
 
 
 def fault_point(name: str, target: Path) -> None:

@@ -332,3 +332,42 @@ def test_voter_equals_an_independent_statement_of_the_official_rules(tmp_path, s
     metrics, submission = official_arc_scores(names, test_puzzles, ids, test.inputs, preds, q)
     assert {k: v for k, v in result.metrics.items() if k.startswith("pass@")} == metrics
     assert result.submission == submission
+
+
+def test_halting_confidence_is_torchs_float64_sigmoid_bit_for_bit():
+    """The official evaluator sums torch's float64 sigmoid of the halting logits; on one logit at a time torch runs
+    its scalar kernel, 1 / (1 + exp(-x)), which halting_confidence restates exactly."""
+    torch = pytest.importorskip("torch")
+    from trm_edge.puzzles.arc_eval import halting_confidence
+
+    logits = [*(np.random.default_rng(0).standard_normal(10000) * 8).astype(np.float32).tolist(), -800.0, 800.0]
+    ours = [halting_confidence(x) for x in logits]
+    theirs = [torch.tensor([x], dtype=torch.float64).sigmoid().item() for x in logits]
+    assert ours == theirs
+
+
+def test_a_vote_tie_is_broken_as_the_official_evaluator_breaks_it(tmp_path):
+    """Two answers with two votes each, and in exact arithmetic the same mean confidence (sigmoid(x) + sigmoid(-x)
+    is 1): the last bit of the float64 sums decides, as in the official code. The earlier formula (exp(x) /
+    (1 + exp(x)) for negative x) summed both to 1.0 and kept the first answer added; torch sums B's to 1 - 2^-53."""
+    torch = pytest.importorskip("torch")
+    training, combined = write_sources(tmp_path)
+    out = tmp_path / "data"
+    build_dataset("arc", out, source=[str(training), str(combined)], aug=3, seed=2)
+    test = read_split(out, "test")
+    ids = np.repeat(test.puzzle_identifiers, np.diff(test.puzzle_indices))
+    names = read_identifiers(out)
+    test_puzzles = json.loads((out / TEST_PUZZLES_FILE).read_text())
+    answer = np.array(test_puzzles["eval0"]["test"][0]["output"], dtype=np.uint8)
+    other = answer.copy()
+    other[0, 0] = (other[0, 0] + 1) % 10
+    in_frame = np.stack([arc.encode_grid(arc.inverse_augmentation(names[i])[1].apply(other)) for i in ids[:2]])
+    a, b = 0.37719064950942993, -1.1837137937545776  # float32 values
+    sums = {name: sum(torch.tensor([x], dtype=torch.float64).sigmoid().item() for x in (v, -v))
+            for name, v in (("answer", a), ("other", b))}
+    assert sums["answer"] > sums["other"]
+    voter = ArcVoter(names, test_puzzles)
+    voter.add(ids[:2], test.inputs[:2], in_frame, np.array([b, -b]))  # the other answer first
+    voter.add(ids[2:4], test.inputs[2:4], test.labels[2:4], np.array([a, -a]))
+    ranked = voter.ranked("eval0", np.array(test_puzzles["eval0"]["test"][0]["input"]))
+    assert [g.tolist() for g in ranked] == [answer.tolist(), other.tolist()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional  # typer reads callbacks' hints at run time: no X | None on 3.8
 
 import typer
 
@@ -47,7 +47,7 @@ def runtime_option(*flags: str, extra: str = "") -> Any:
 def _at_least_one(flag: str) -> Any:
     """A typer callback: the option, when given, is a whole number of at least 1."""
 
-    def check(value: int | None) -> int | None:
+    def check(value: Optional[int]) -> Optional[int]:
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value} must be at least 1")
         return value
@@ -63,7 +63,7 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_threads(value: int | None) -> int | None:
+def check_threads(value: Optional[int]) -> Optional[int]:
     """``--threads``: 1 to the cores this process may use (more threads than cores only slow a step down)."""
     cores = usable_cores()
     if value is not None and not 1 <= value <= cores:
@@ -73,7 +73,7 @@ def check_threads(value: int | None) -> int | None:
 
 
 def _finite(flag: str) -> Any:
-    def check(value: float | None) -> float | None:
+    def check(value: Optional[float]) -> Optional[float]:
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{flag} {value} must be a finite number")
         return value

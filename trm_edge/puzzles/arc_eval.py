@@ -33,8 +33,15 @@ class ArcResult:
     missing: list[str] = field(default_factory=list)  # tasks with a test input that got no prediction
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+def halting_confidence(x: float) -> float:
+    """sigmoid(x) in float64 as torch's scalar kernel computes it, ``1 / (1 + exp(-x))`` with the C library's exp:
+    the official evaluator breaks vote ties on sums of these, so the last bit matters. (torch's vectorised kernel,
+    Sleef's exp, differs from it in the last bit on about 3% of logits, by the logit's position in its batch; no
+    device-side formula can follow that.)"""
+    try:
+        return 1.0 / (1.0 + math.exp(-x))
+    except OverflowError:  # x below about -709: exp(-x) is infinite, the sigmoid 0
+        return 0.0
 
 
 class ArcVoter:
@@ -73,7 +80,7 @@ class ArcVoter:
             self._grids[pred_hash] = grid
             votes = self._votes.setdefault(task, {}).setdefault(input_hash, {}).setdefault(pred_hash, [0, 0.0])
             votes[0] += 1
-            votes[1] += _sigmoid(float(q))
+            votes[1] += halting_confidence(float(q))
 
     def ranked(self, task: str, input_grid: np.ndarray) -> list[np.ndarray]:
         """Distinct predicted grids for one test input, best first."""

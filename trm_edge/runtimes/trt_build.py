@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trm_edge.errors import TrmEdgeError, choices
+from trm_edge.io import atomic_file
 from trm_edge.runtimes.cuda import cuda_memory
 from trm_edge.runtimes.trt import ENGINE_FILE, PRECISIONS, EngineRecord, dynamic_shapes, here, import_tensorrt
 
@@ -243,9 +244,8 @@ def build_engine(plan: BuildPlan, *, log: Any = print) -> EngineRecord:
 
 
 def write_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with atomic_file(path, force=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def record_engine(bundle_path: str | Path, record: EngineRecord) -> None:

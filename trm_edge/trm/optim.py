@@ -1,8 +1,8 @@
 """Optimisers and schedules of the paper's recipe, in pure PyTorch.
 
-- ``AdamATan2``: Adam with ``atan2(m_hat, sqrt(v_hat))`` in place of ``m_hat / (sqrt(v_hat) + eps)``
-  (scale-invariant, no epsilon), decoupled weight decay; the formula of the official ``adam-atan2``
-  CUDA package, written with plain tensor ops so it runs anywhere.
+- ``AdamATan2``: Adam with ``atan2`` in place of ``m / (sqrt(v) + eps)`` (scale-invariant, no epsilon),
+  decoupled weight decay; the update of the ``adam-atan2`` package at 0.0.3, which the official requirements'
+  unpinned ``adam-atan2`` installs, written with plain tensor ops so it runs anywhere.
 - ``sign_sgd_rows_``: the sparse sign-SGD update of the puzzle-embedding table (touched rows only).
 - ``EMA``: exponential moving average of weights.
 - ``lr_at``: linear warm-up then cosine decay to ``lr_min_ratio``.
@@ -22,7 +22,11 @@ class AdamATan2(torch.optim.Optimizer):
         p <- p * (1 - lr * weight_decay)
         m <- beta1 * m + (1 - beta1) * g
         v <- beta2 * v + (1 - beta2) * g^2
-        p <- p - lr * atan2(m / (1 - beta1^t), sqrt(v) / sqrt(1 - beta2^t))
+        p <- p - (lr / (1 - beta1^t)) * atan2(m, sqrt(v) / sqrt(1 - beta2^t))
+
+    as adam-atan2 0.0.3 computes it: the first moment's bias correction scales the step. (0.0.2, replaced a day
+    after its release, divided ``m`` inside the atan2 instead: steps up to 21% smaller in the first ~50 steps where
+    a gradient keeps its sign.)
     """
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95),
@@ -62,7 +66,7 @@ class AdamATan2(torch.optim.Optimizer):
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
             for p, m, v in zip(params, exp_avgs, exp_avg_sqs, strict=True):
-                p.add_(torch.atan2(m / bias1, v.sqrt() / bias2_sqrt), alpha=-lr)
+                p.add_(torch.atan2(m, v.sqrt() / bias2_sqrt), alpha=-lr / bias1)
 
     # -- pickle-free state: tensors for safetensors, scalars for JSON ---------------------------------
 
