@@ -57,7 +57,8 @@ def info(
     preset: str = typer.Option(None, "--preset", help="Describe a preset instead of a checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Describe a model: config, parameter count, puzzle-embedding size, FLOPs per supervision step."""
+    """Describe a model: config, parameter count, puzzle-embedding size, FLOPs per supervision step; a preset also
+    what it is for and its measured training time per step."""
     from trm_edge.config import PRESETS, TRMConfig, flops_per_step, get_preset, parameter_count
     from trm_edge.errors import ConfigError
     from trm_edge.trm.checkpoint import read_checkpoint_info
@@ -79,12 +80,16 @@ def info(
         "flops_per_step": flops_per_step(config),
         "flops_per_puzzle": flops_per_step(config) * config.halt_max_steps,
     }
+    if preset is not None:  # what it is for and how long it trains (measured, benchmarks/preset_speed.py)
+        report["description"] = get_preset(preset).description
     if as_json:
         print_json(report)
         return
     from rich.table import Table
 
     table = Table(title=f"TRM {source}", show_header=False)
+    if "description" in report:
+        table.add_row("description", report["description"])
     for key in ("task", "params", "puzzle_embedding_params", "applications_per_step"):
         table.add_row(key, f"{report[key]:,}" if isinstance(report[key], int) else str(report[key]))
     table.add_row("GFLOP per supervision step", f"{report['flops_per_step'] / 1e9:.2f}")
