@@ -77,6 +77,10 @@ class TRMConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
         check_ranges(self, MODEL_RANGES)
+        if not self.no_ACT_continue:
+            raise ConfigError("no_ACT_continue=False (halting on q_halt > q_continue, trained with a Q-continue "
+                              "target) is not supported: trm-edge halts and trains on q_halt alone, as the paper's "
+                              "models do (no_ACT_continue=True)")
         if not self.mlp_t and self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.puzzle_emb_ndim > self.puzzle_positions * self.hidden_size:

@@ -253,6 +253,8 @@ HOSTILE = {
                           "out of range"),
     "train --set beta2=1": (["train", "--preset", "sudoku-mini", "--data", "{data}", "-o", "{out}", "--set",
                              "beta2=1"], "out of range"),
+    "train --set no_ACT_continue=false": (["train", "--preset", "sudoku-mini", "--data", "{data}", "-o", "{out}",
+                                           "--set", "no_ACT_continue=false"], "is not supported"),
     "train --threads 5000": (["train", "--preset", "sudoku-mini", "--data", "{data}", "-o", "{out}", "--threads",
                               "5000"], "CPU cores"),
 }

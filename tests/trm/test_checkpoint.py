@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import TINY_CONFIGS
 from tests.trm.official_fixture import write_official_checkpoint
-from trm_edge.errors import CheckpointError
+from trm_edge.errors import CheckpointError, ConfigError
 from trm_edge.trm.checkpoint import import_official, load_model, resolve_model_path, save_checkpoint
 
 TASK_OF = {"mlp": "sudoku", "rope": "sudoku", "learned": "maze", "many-puzzles": "arc"}
@@ -188,3 +189,17 @@ def test_cli_import_keeps_the_identifier_names_of_an_arc_model(tmp_path, tiny_mo
                    str(tmp_path / "short.json"), "-o", str(tmp_path / "bad"))
     assert refused.returncode == 2 and "identifier names for a model with" in refused.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_no_act_continue_false_is_refused_by_name_never_ignored(tmp_path, tiny_model_factory):
+    """The Q-continue head (no_ACT_continue: false) is not supported: import, and any config that asks for it
+    (init, train --set, export of such a checkpoint), refuse it in one line instead of halting on q_halt alone."""
+    model = tiny_model_factory("mlp")
+    path = write_official_checkpoint(model, tmp_path / "run", dtype=torch.float32)
+    config = yaml.safe_load((path.parent / "all_config.yaml").read_text())
+    config["arch"]["no_ACT_continue"] = False
+    (path.parent / "all_config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"no_ACT_continue=False .* is not supported"):
+        import_official(path, task="sudoku")
+    with pytest.raises(ConfigError, match="no_ACT_continue"):
+        model.config.replace(no_ACT_continue=False)
