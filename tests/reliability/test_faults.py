@@ -68,11 +68,12 @@ def directory_writers(checkpoint, bundle, data) -> dict[str, list[str]]:
 WRITERS = ["export", "quantize", "data build", "init", "train"]
 
 
-@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("writer", [*WRITERS, "eval --save-preds", "bench --plot"])
 def test_a_read_only_location_is_one_line_before_any_work(writer, checkpoint, bundle, sudoku_data,
                                                           read_only_dir):
     started = time.perf_counter()
-    result = cli(*directory_writers(checkpoint, bundle, sudoku_data)[writer], str(read_only_dir / "out"))
+    command = {**directory_writers(checkpoint, bundle, sudoku_data), **file_writers(bundle, sudoku_data)}[writer]
+    result = cli(*command, str(read_only_dir / "out"))
     assert_refused(result, "cannot write")
     assert time.perf_counter() - started < 60  # before calibration, export or training, not after
 
@@ -157,6 +158,14 @@ def test_training_killed_while_swapping_its_state_resumes(sudoku_data, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "state" / "trainer.json").read_text())["step"] == 6
     assert siblings(run / "state") == ["state"]
+
+
+def test_a_run_killed_in_its_first_checkpoint_keeps_its_model(sudoku_data, tmp_path):
+    """model/ is written before state/: killed just before the first state/ lands, the run still has its model."""
+    run = tmp_path / "run"
+    killed = cli(*train_command(sudoku_data, run, 2), env={"TRM_EDGE_FAULT": "replace:before:state"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (run / "model" / "model.safetensors").is_file() and not (run / "state").exists()
 
 
 # -- signals --------------------------------------------------------------------------------------------------------
