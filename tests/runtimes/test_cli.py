@@ -399,6 +399,15 @@ def test_solve_and_eval_give_the_same_arc_attempts_by_default(arc_bundle, tmp_pa
     assert solved == json.loads(submission.read_text()) and sorted(solved) == ["eval0", "eval1"]
 
 
+def test_solve_takes_an_arc_checkpoint_as_well_as_its_bundle(arc_bundle):
+    """The checkpoint carries the dataset's identifier names (identifiers.json): solve on it (torch) votes over the
+    same versions and gives the same attempts as on its bundle (onnxruntime)."""
+    bundle, _, _, combined = arc_bundle
+    on_bundle = json.loads(run("solve", str(combined), "--model", str(bundle), "--json").stdout)
+    on_checkpoint = json.loads(run("solve", str(combined), "--model", str(bundle.parent / "ckpt"), "--json").stdout)
+    assert on_checkpoint == on_bundle and sorted(on_bundle) == ["eval0", "eval1"]
+
+
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
     bundle, _, training, combined = arc_bundle
     one = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval1", "--json").stdout)

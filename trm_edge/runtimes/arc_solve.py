@@ -24,21 +24,19 @@ from trm_edge.runtimes.solver import Solver
 
 @dataclass(frozen=True)
 class TaskEmbeddings:
-    """The puzzle identifiers a bundle carries, grouped by original task: ``task -> [(identifier, augmentation)]``."""
+    """The puzzle identifiers a model carries (bundle or checkpoint), grouped by original task:
+    ``task -> [(identifier, augmentation)]``."""
 
     by_task: dict[str, list[tuple[int, arc.Augmentation]]]
     names: list[str | None]  # index = identifier (what ArcVoter reads)
 
     @classmethod
     def of(cls, runtime: Runtime) -> TaskEmbeddings:
-        bundle = runtime.source.bundle
-        known = bundle.identifiers() if bundle is not None else None
-        if not known:
-            raise PuzzleError(f"{runtime.source.label}: solving ARC tasks needs a bundle of an ARC model (one with a "
-                              "puzzle-embedding table); export the checkpoint with `trm-edge export`")
-        if not any(known["names"]):
-            raise PuzzleError(f"{runtime.source.label}: the bundle's puzzle identifiers have no names, so its tasks "
-                              "are unknown; re-export with --identifiers DATASET/identifiers.json")
+        known = runtime.source.identifiers()
+        if not known or not any(known["names"]):
+            raise PuzzleError(f"{runtime.source.label}: solving ARC tasks needs the names of the model's puzzle "
+                              "identifiers, and it has none: give the checkpoint the training set's identifiers.json "
+                              "(trm-edge import --identifiers), or export it with --identifiers")
         names: list[str | None] = [None] * (max(known["ids"]) + 1)
         by_task: dict[str, list[tuple[int, arc.Augmentation]]] = {}
         for ident, name in zip(known["ids"], known["names"]):  # noqa: B905

@@ -26,6 +26,16 @@ class ModelSource:
     def label(self) -> str:
         return f"{self.kind} {self.path}"
 
+    def identifiers(self) -> dict[str, list] | None:
+        """``{"ids": [...], "names": [...]}`` of the model's puzzle identifiers: a bundle's table rows, or a
+        checkpoint's identifiers.json (every identifier, in order); None when the model names none."""
+        if self.bundle is not None:
+            return self.bundle.identifiers()
+        from trm_edge.trm.checkpoint import read_identifier_names
+
+        names = read_identifier_names(self.path)
+        return None if names is None else {"ids": list(range(len(names))), "names": names}
+
 
 def bundle_source(bundle: Bundle) -> ModelSource:
     """The source of a bundle already opened (or made in memory by export and quantize)."""
