@@ -408,6 +408,30 @@ def test_solve_takes_an_arc_checkpoint_as_well_as_its_bundle(arc_bundle):
     assert on_checkpoint == on_bundle and sorted(on_bundle) == ["eval0", "eval1"]
 
 
+@pytest.mark.parametrize("mismatch", ["too few identifiers", "other names"])
+def test_eval_and_compare_refuse_a_dataset_whose_identifiers_the_model_lacks(arc_bundle, tmp_path, mismatch):
+    """Looked up by number, another dataset's puzzles would get the wrong embeddings without a word."""
+    import dataclasses
+
+    from tests.conftest import random_trm
+    from trm_edge.puzzles.dataset import read_identifiers
+    from trm_edge.trm.checkpoint import load_model, save_checkpoint
+
+    bundle, data, _, _ = arc_bundle
+    names = read_identifiers(data)
+    trained = load_model(bundle.parent / "ckpt")
+    if mismatch == "too few identifiers":
+        model = random_trm(dataclasses.replace(trained.config, num_puzzle_identifiers=2), seed=0)
+        checkpoint = save_checkpoint(model, tmp_path / "small", task="arc")
+    else:
+        checkpoint = save_checkpoint(trained, tmp_path / "renamed", task="arc", identifiers=names[::-1])
+    for command in (["eval", str(checkpoint), "--data", str(data)],
+                    ["compare", str(checkpoint), "--data", str(data), "--limit", "2"]):
+        result = cli(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "puzzle identifiers, and the model lacks identifier" in result.stderr
+
+
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
     bundle, _, training, combined = arc_bundle
     one = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval1", "--json").stdout)

@@ -47,7 +47,8 @@ def compare(
     common.check_outputs(plot, force=force)
     a = common.open_model(model_a, runtime_a)
     b = common.open_model(model_b or model_a, runtime_b)
-    examples = read_examples(str(data), split, config=a.config, task=a.task).head(limit)
+    examples = read_examples(str(data), split, config=a.config, task=a.task,
+                             identifiers=a.source.identifiers()).head(limit)
     steps = max_steps or a.config.halt_max_steps
     if teacher_limit is not None and teacher_limit < 0:
         raise TrmEdgeError(f"--teacher-forced-limit {teacher_limit} must be at least 0")

@@ -55,7 +55,8 @@ def eval_command(
         raise DatasetError(f"--submission needs the test split of an ARC dataset; {str(data)!r} ({split}) is not one")
 
     rt = common.open_model(model, runtime, threads=threads)
-    examples = read_examples(str(data), split, config=rt.config, task=rt.task).head(limit)
+    examples = read_examples(str(data), split, config=rt.config, task=rt.task,
+                             identifiers=rt.source.identifiers()).head(limit)
     try:
         codec = get_codec(rt.task)
     except PuzzleError:

@@ -5,6 +5,7 @@ in the official layout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,11 @@ class Examples:
                         self.ignore_label_id)
 
 
-def read_examples(data_dir: str, split: str, *, config: Any = None, task: str | None = None) -> Examples:
+def read_examples(data_dir: str, split: str, *, config: Any = None, task: str | None = None,
+                  identifiers: dict[str, list] | None = None) -> Examples:
     """A split of a dataset in the official layout, one row per example (identifiers expanded). With the model's
-    ``config`` and ``task``, a dataset the model cannot solve is refused (other lengths, vocabulary, task)."""
+    ``config``, ``task`` and puzzle ``identifiers`` (``{"ids", "names"}``), a dataset the model cannot solve is
+    refused before any work (other lengths, vocabulary, task, puzzle identifiers it has no embedding for)."""
     from trm_edge.puzzles.dataset import check_dataset_task, read_split
 
     s = read_split(data_dir, split)
@@ -58,7 +61,26 @@ def read_examples(data_dir: str, split: str, *, config: Any = None, task: str | 
     if task is not None:
         vocab = _meta(metadata, "vocab_size", None)
         check_dataset_task(data_dir, None, None if vocab is None else int(vocab), wanted=task)
+    if config is not None and ids is not None and config.puzzle_emb_ndim > 0 and config.num_puzzle_identifiers > 1:
+        check_identifiers(data_dir, ids, config.num_puzzle_identifiers, identifiers)
     return Examples(inputs.astype(np.int32), labels, ids, None if ignore is None else int(ignore))
+
+
+def check_identifiers(data_dir: str, ids: np.ndarray, count: int, model: dict[str, list] | None) -> None:
+    """The dataset's puzzle identifiers are ones the model has an embedding for, under the same names: a model of
+    another dataset would look its puzzles up in the wrong rows. The error names the counts and one missing name."""
+    from trm_edge.puzzles.dataset import IDENTIFIERS_FILE, read_identifiers
+
+    used = np.unique(ids)
+    names = read_identifiers(data_dir) if (Path(data_dir) / IDENTIFIERS_FILE).is_file() else None
+    named = {int(i): n for i, n in zip(model["ids"], model["names"])} if model else {}  # noqa: B905
+    for identifier in used.tolist():
+        name = names[identifier] if names is not None and identifier < len(names) else None
+        if identifier >= count or (name is not None and named and named.get(identifier) not in (None, name)):
+            label = f" ({name!r})" if name is not None else ""
+            raise DatasetError(f"{data_dir!r} uses {len(used)} puzzle identifiers, and the model lacks identifier "
+                               f"{identifier}{label}: it has {count}, from another dataset; give the dataset the "
+                               "model was trained on, or a model trained on this one")
 
 
 def _meta(metadata: Any, key: str, default: Any) -> Any:
