@@ -432,6 +432,23 @@ def test_eval_and_compare_refuse_a_dataset_whose_identifiers_the_model_lacks(arc
         assert "puzzle identifiers, and the model lacks identifier" in result.stderr
 
 
+def test_init_sized_from_an_arc_dataset_evaluates_on_it(arc_bundle, tmp_path):
+    """`init --data` gives the model a puzzle embedding per identifier of the dataset, with their names; without
+    it, an arc-agi-1 model has one identifier and eval refuses the dataset."""
+    from trm_edge.puzzles.dataset import read_identifiers
+    from trm_edge.trm.checkpoint import read_checkpoint_info, read_identifier_names
+
+    _, data, _, _ = arc_bundle
+    sized = tmp_path / "sized"
+    run("init", "--preset", "arc-agi-1", "--data", str(data), "-o", str(sized))
+    names = read_identifiers(data)
+    assert read_checkpoint_info(sized)["model"]["num_puzzle_identifiers"] == len(names)
+    assert read_identifier_names(sized) == names
+    run("init", "--preset", "arc-agi-1", "-o", str(tmp_path / "unsized"))
+    refused = cli("eval", str(tmp_path / "unsized"), "--data", str(data))
+    assert refused.returncode == 2 and "lacks identifier" in refused.stderr, refused.stderr
+
+
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
     bundle, _, training, combined = arc_bundle
     one = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval1", "--json").stdout)

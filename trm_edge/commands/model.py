@@ -39,16 +39,24 @@ def init(
     preset: str = typer.Option(..., "--preset", help="Preset to initialise (see `trm-edge info --preset`)."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory to write the checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+    data: Path = typer.Option(None, "--data", help="Size the model to this dataset, as train does: sequence length, "
+                              "vocabulary, and the puzzle identifiers with their names (an ARC model needs them)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Write a randomly initialised checkpoint, to try the pipeline before training."""
     from trm_edge.config import get_preset
     from trm_edge.trm.checkpoint import save_checkpoint
     from trm_edge.trm.model import build_model
+    from trm_edge.trm.run_config import configs_for_dataset, identifier_names
 
     chosen = get_preset(preset)
-    save_checkpoint(build_model(chosen.model, seed=seed), output, task=chosen.task,
-                    metadata={"preset": preset, "seed": seed}, force=force)
+    config, names = chosen.model, None
+    if data is not None:
+        config = configs_for_dataset(preset, data)[0]
+        names = identifier_names(str(data), config)
+    save_checkpoint(build_model(config, seed=seed), output, task=chosen.task, identifiers=names,
+                    metadata={"preset": preset, "seed": seed, "data_dir": None if data is None else str(data)},
+                    force=force)
     console.print(f"wrote randomly initialised {preset} -> {output}")
 
 

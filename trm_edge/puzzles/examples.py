@@ -61,7 +61,7 @@ def read_examples(data_dir: str, split: str, *, config: Any = None, task: str | 
     if task is not None:
         vocab = _meta(metadata, "vocab_size", None)
         check_dataset_task(data_dir, None, None if vocab is None else int(vocab), wanted=task)
-    if config is not None and ids is not None and config.puzzle_emb_ndim > 0 and config.num_puzzle_identifiers > 1:
+    if config is not None and ids is not None and config.puzzle_emb_ndim > 0:
         check_identifiers(data_dir, ids, config.num_puzzle_identifiers, identifiers)
     return Examples(inputs.astype(np.int32), labels, ids, None if ignore is None else int(ignore))
 

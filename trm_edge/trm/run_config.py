@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from trm_edge.config import PRESETS, TrainConfig, TRMConfig, get_preset, parse_overrides
-from trm_edge.errors import ConfigError, TrainingError, choices
+from trm_edge.errors import ConfigError, DatasetError, TrainingError, choices
 from trm_edge.puzzles.dataset import dataset_task
+from trm_edge.trm.checkpoint import read_identifier_names
 
 DATA_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")  # model fields the dataset decides
 
@@ -56,3 +57,25 @@ def check_task(preset_name: str, data: Path, recipe: dict | None, data_metadata:
         fitting = [name for name, p in PRESETS.items() if p.task == found]
         raise TrainingError(f"preset {preset_name!r} trains {preset.task} but {str(data)!r} holds {found} puzzles"
                             + (f"; presets for {found}: {choices(fitting)}" if fitting else ""))
+
+
+def identifier_names(data_dir: str | None, config: TRMConfig) -> list[str] | None:
+    """The dataset's names of the puzzle identifiers, kept with a checkpoint whose table has a row per name."""
+    names = read_identifier_names(data_dir) if data_dir and config.has_puzzle_table else None
+    return names if names is not None and len(names) == config.num_puzzle_identifiers else None
+
+
+def configs_for_dataset(preset_name: str, data: str | Path, overrides: list[str] | None = None,
+                        train_steps: int | None = None) -> tuple[TRMConfig, TrainConfig, str, dict | None]:
+    """The preset sized to a dataset directory (``train`` and ``init --data``): its task checked, then sequence
+    length, vocabulary and puzzle identifiers from the dataset, then the overrides. Also the dataset's recipe."""
+    from trm_edge.puzzles.dataset import read_recipe, read_split
+
+    data = Path(data)
+    if not data.is_dir():
+        raise DatasetError(f"{str(data)!r} is not a dataset directory (expected train/ and test/ inside)")
+    metadata = read_split(data, "train", mmap=True).metadata
+    recipe = read_recipe(data)
+    check_task(preset_name, data, recipe, metadata)
+    model_config, train_config, task = resolve_configs(preset_name, overrides or [], metadata, train_steps)
+    return model_config, train_config, task, recipe

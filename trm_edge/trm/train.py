@@ -35,17 +35,17 @@ import torch.distributed as dist
 
 from trm_edge.bundle.contract import halts
 from trm_edge.config import TrainConfig, TRMConfig
-from trm_edge.errors import ConfigError, DatasetError, OutputExistsError, TrainingError
+from trm_edge.errors import ConfigError, OutputExistsError, TrainingError
 from trm_edge.io import claim_output, clear_litter
-from trm_edge.puzzles.dataset import read_recipe, read_split
-from trm_edge.trm.checkpoint import RUN_MODEL_DIR, read_identifier_names, save_checkpoint
+from trm_edge.puzzles.dataset import read_split
+from trm_edge.trm.checkpoint import RUN_MODEL_DIR, save_checkpoint
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta
 from trm_edge.trm.distributed import Dist, barrier, default_device, init_distributed, set_cpu_threads
 from trm_edge.trm.evaluation import evaluate_by_step
 from trm_edge.trm.losses import IGNORE_LABEL_ID, TRAIN_HALT_THRESHOLD, act_loss
 from trm_edge.trm.model import TRM, build_model
 from trm_edge.trm.optim import EMA, AdamATan2, lr_at, sign_sgd_rows_
-from trm_edge.trm.run_config import check_task, resolve_configs
+from trm_edge.trm.run_config import configs_for_dataset, identifier_names
 from trm_edge.trm.train_state import (
     STATE_DIR,
     STATE_FORMAT,
@@ -367,7 +367,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
         bar = _progress_bar(enabled=progress and d.is_main)
         task_id = bar.add_task("training", total=tc.train_steps, completed=trainer.step, status="")
 
-        names = _identifier_names(data_dir, model_config)
+        names = identifier_names(data_dir, model_config)
 
         def checkpoint() -> None:
             if not trainer.all_finite():
@@ -460,24 +460,14 @@ def _progress_bar(*, enabled: bool):
 
 # -- from the command line ---------------------------------------------------------------------------
 
-def _identifier_names(data_dir: str | None, config: TRMConfig) -> list[str] | None:
-    """The dataset's names of the puzzle identifiers, kept with a checkpoint whose table has a row per name."""
-    names = read_identifier_names(data_dir) if data_dir and config.has_puzzle_table else None
-    return names if names is not None and len(names) == config.num_puzzle_identifiers else None
-
-
 def train_from_directory(*, preset: str, data: str | os.PathLike, output: str | os.PathLike,
                          overrides: list[str] | None = None, train_steps: int | None = None, resume: bool = False,
                          force: bool = False, progress: bool = True, threads: int | None = None) -> TrainResult:
     """What ``trm-edge train`` does: read the dataset directory, resolve the configs, train."""
+    model_config, train_config, task, recipe = configs_for_dataset(preset, data, overrides, train_steps)
     data = Path(data)
-    if not data.is_dir():
-        raise DatasetError(f"{str(data)!r} is not a dataset directory (expected train/ and test/ inside)")
     train_split = read_split(data, "train")
     test_split = read_split(data, "test") if (data / "test").exists() else None
-    recipe = read_recipe(data)
-    check_task(preset, data, recipe, train_split.metadata)
-    model_config, train_config, task = resolve_configs(preset, overrides or [], train_split.metadata, train_steps)
     return train(model_config, train_config, train_split, test_split, output, task=task, preset=preset,
                  data_recipe=recipe, data_dir=str(data), resume=resume, force=force, progress=progress,
                  threads=threads)
