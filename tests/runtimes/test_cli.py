@@ -325,7 +325,7 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
     result = run("eval", str(checkpoint), "--data", str(data), "--no-halt", "--json", "--save-preds", str(preds),
                  "--submission", str(submission))
     scores = json.loads(result.stdout)["arc"]
-    assert [scores[f"pass@{k}"] for k in PASS_KS] == sorted(scores[f"pass@{k}"] for k in PASS_KS)
+    assert [scores[f"ARC/pass@{k}"] for k in PASS_KS] == sorted(scores[f"ARC/pass@{k}"] for k in PASS_KS)
     assert scores["tasks"] == 2 and scores["tasks_without_prediction"] == []
 
     examples = read_examples(str(data), "test")
@@ -333,7 +333,7 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
     # the training init's halting head is zero: every q_halt_logit is its bias, so votes alone rank
     voter.add(examples.puzzle_identifiers, examples.inputs, np.load(preds), np.full(len(examples), -5.0))
     expected = voter.result()
-    assert {k: scores[k] for k in expected.metrics} == expected.metrics
+    assert {k: scores[f"ARC/{k}" if k.startswith("pass@") else k] for k in expected.metrics} == expected.metrics
     written = json.loads(submission.read_text())
     assert written == expected.submission and sorted(written) == ["eval0", "eval1"]
     assert all(set(attempt) == {"attempt_1", "attempt_2"} for task in written.values() for attempt in task)
@@ -447,6 +447,23 @@ def test_init_sized_from_an_arc_dataset_evaluates_on_it(arc_bundle, tmp_path):
     run("init", "--preset", "arc-agi-1", "-o", str(tmp_path / "unsized"))
     refused = cli("eval", str(tmp_path / "unsized"), "--data", str(data))
     assert refused.returncode == 2 and "lacks identifier" in refused.stderr, refused.stderr
+
+
+def test_eval_saves_what_redoing_the_arc_vote_needs(arc_bundle, tmp_path):
+    """--save-preds FILE.npz keeps the inputs, identifiers and halting logits beside the predictions: the vote
+    redone from that file alone gives the ARC/pass@K that eval reports (the official metric names)."""
+    from trm_edge.puzzles.arc_eval import ArcVoter
+
+    bundle, data, _, _ = arc_bundle
+    saved = tmp_path / "preds.npz"
+    report = json.loads(run("eval", str(bundle), "--data", str(data), "--json", "--save-preds", str(saved)).stdout)
+    arrays = np.load(saved)
+    voter = ArcVoter.from_dataset(data)
+    voter.add(arrays["puzzle_identifiers"], arrays["inputs"], arrays["preds"], arrays["q_halt_logits"])
+    redone = voter.result().metrics
+    assert {f"ARC/{k}": v for k, v in redone.items() if k.startswith("pass@")} == \
+        {k: v for k, v in report["arc"].items() if k.startswith("ARC/pass@")}
+    assert len(arrays["steps"]) == report["count"] and 0 < arrays["steps"].max() <= 2
 
 
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
@@ -584,7 +601,7 @@ def test_a_dataset_written_as_the_official_builder_writes_it_is_read_as_it_is(tm
     bias = float(build_model(cfg, seed=4).q_head.bias[0].detach())
     metrics, expected = official_arc_scores(names, test_puzzles, examples.puzzle_identifiers, examples.inputs,
                                             np.load(preds), np.full(len(examples), bias))
-    assert {k: scores[k] for k in metrics} == metrics and json.loads(submission.read_text()) == expected
+    assert {k: scores[f"ARC/{k}"] for k in metrics} == metrics and json.loads(submission.read_text()) == expected
     challenges = tmp_path / "arc-agi_evaluation_challenges.json"
     challenges.write_text(json.dumps({t: {"train": tasks[t]["train"], "test": [{"input": p["input"]}
                                                                               for p in tasks[t]["test"]]}

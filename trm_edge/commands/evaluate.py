@@ -31,7 +31,9 @@ def eval_command(
     limit: int = common.limit_option(None, "Evaluate the first N examples only."),
     by_step: bool = typer.Option(False, "--by-step", help="Also report exact accuracy after each step."),
     threads: int = common.threads_option(),
-    save_preds: Path = typer.Option(None, "--save-preds", help="Write predicted tokens [N, seq_len] to an .npy."),
+    save_preds: Path = typer.Option(None, "--save-preds", help="Write the predicted tokens [N, seq_len] to an .npy; "
+                                    "to an .npz, also what redoing the ARC vote needs: inputs, puzzle_identifiers, "
+                                    "q_halt_logits and steps."),
     submission: Path = typer.Option(None, "--submission", help="ARC test split: write the ARC Prize submission "
                                     "(two attempts per test input, from the vote) to this JSON file."),
     as_json: bool = common.json_option(),
@@ -74,7 +76,12 @@ def eval_command(
             report["submission_file"] = str(submission)
     if save_preds is not None:
         with atomic_file(save_preds, force=force) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, out.preds)
+            if save_preds.suffix == ".npz":
+                ids = examples.puzzle_identifiers
+                np.savez(handle, preds=out.preds, inputs=examples.inputs, q_halt_logits=out.q_halt_logits,
+                         steps=out.steps, puzzle_identifiers=np.zeros(len(out), np.int32) if ids is None else ids)
+            else:
+                np.save(handle, out.preds)
         report["preds_file"] = str(save_preds)
     if as_json:
         print_json(report)

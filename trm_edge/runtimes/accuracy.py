@@ -93,4 +93,6 @@ def arc_scores(data_dir: str | os.PathLike, examples: Examples, out: SolveOutput
     voter = ArcVoter.from_dataset(data_dir)
     voter.add(examples.puzzle_identifiers, examples.inputs, out.preds, out.q_halt_logits)
     result = voter.result()
-    return {**result.metrics, "tasks_without_prediction": result.missing}, result.submission
+    # the official evaluator's metric names: ARC/pass@K
+    metrics = {(f"ARC/{k}" if k.startswith("pass@") else k): v for k, v in result.metrics.items()}
+    return {**metrics, "tasks_without_prediction": result.missing}, result.submission
