@@ -71,7 +71,7 @@ class OutputLockedError(TrmEdgeError):
 
 # What only the host side imports (training, import, export, quantize, plots): the ``host`` extra, which a
 # device-only install (``pip install trm-edge``) lacks.
-HOST_PACKAGES = ("torch", "onnx", "onnxslim", "safetensors", "matplotlib")
+HOST_PACKAGES = ("torch", "onnx", "onnxslim", "safetensors", "matplotlib", "huggingface_hub")
 
 
 def missing_host_package(error: ImportError) -> TrmEdgeError | None:

@@ -16,22 +16,33 @@ def register(app: typer.Typer) -> None:
 
 
 def import_checkpoint(
-    checkpoint: Path = typer.Argument(..., help="Official checkpoint file (step_N) with all_config.yaml beside it."),
+    checkpoint: str = typer.Argument(..., help="Official checkpoint file (step_N) with all_config.yaml beside it, or "
+                                     "on the Hugging Face Hub: hf://OWNER/REPO/PATH/step_N (through the Hub's cache; "
+                                     "HF_HUB_OFFLINE=1 reads the cache only)."),
     task: str = typer.Option(..., "--task", help="Puzzle task the model was trained on: sudoku, maze or arc."),
     seq_len: int = typer.Option(None, "--seq-len", help="Answer length; defaults to the task's (81 or 900)."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory to write the trm-edge checkpoint to."),
     identifiers: Path = typer.Option(None, "--identifiers", help="The training set's identifiers.json (or its "
                                      "dataset directory): the names of the puzzle identifiers, kept with the "
                                      "checkpoint for ARC solving."),
+    revision: str = typer.Option(None, "--revision", help="Hub references: a branch, tag or commit (default: "
+                                 "main); pin a commit to import the same weights every time."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Convert an official TRM checkpoint into a trm-edge checkpoint (float32 safetensors)."""
+    from trm_edge.errors import CheckpointError
+    from trm_edge.io import check_output
     from trm_edge.trm.checkpoint import import_official, read_identifier_names, save_checkpoint
+    from trm_edge.trm.hub import fetch_checkpoint, is_hub_reference
 
+    check_output(output, force=force)  # before a download of gigabytes
+    if revision is not None and not is_hub_reference(checkpoint):
+        raise CheckpointError(f"--revision is for Hub references (hf://...), not the local file {checkpoint!r}")
+    local = fetch_checkpoint(checkpoint, revision=revision) if is_hub_reference(checkpoint) else Path(checkpoint)
     names = read_identifier_names(identifiers) if identifiers else None
-    model = import_official(checkpoint, task=task, seq_len=seq_len)
-    save_checkpoint(model, output, task=task, metadata={"imported_from": str(checkpoint)}, identifiers=names,
-                    force=force)
+    model = import_official(local, task=task, seq_len=seq_len)
+    save_checkpoint(model, output, task=task, metadata={"imported_from": checkpoint, "revision": revision},
+                    identifiers=names, force=force)
     console.print(f"imported {checkpoint} -> {output}")
 
 
