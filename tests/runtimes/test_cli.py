@@ -466,6 +466,31 @@ def test_eval_saves_what_redoing_the_arc_vote_needs(arc_bundle, tmp_path):
     assert len(arrays["steps"]) == report["count"] and 0 < arrays["steps"].max() <= 2
 
 
+def test_an_arc_bundle_for_a_small_device_keeps_its_tasks_in_float16(arc_bundle, tmp_path):
+    """`export --tasks FILE --table-dtype float16`: only the rows of the tasks in the file, stored in half the
+    bytes, memory-mapped; solve on it gives the attempts of the float32 bundle of every task."""
+    from trm_edge.bundle.store import load_bundle
+
+    bundle, _, _, combined = arc_bundle
+    one_task = tmp_path / "eval0.json"
+    one_task.write_text(json.dumps(json.loads(combined.read_text())["eval0"]))
+    small = tmp_path / "small"
+    run("export", str(bundle.parent / "ckpt"), "--target", "cpu", "--tasks", str(one_task), "--table-dtype",
+        "float16", "-o", str(small))
+    full, kept = load_bundle(bundle), load_bundle(small)
+    assert kept.puzzle_embeddings().dtype == np.float16 and isinstance(kept.puzzle_embeddings(), np.memmap)
+    assert kept.manifest.puzzle_embeddings["dtype"] == "float16"
+    names = [n for n in kept.identifiers()["names"] if n]
+    assert names and all(n.split("|||")[0] == "eval0" for n in names)
+    assert len(names) < len([n for n in full.identifiers()["names"] if n and not n.startswith("<")])
+    full_bytes, small_bytes = ((b.path / b.manifest.puzzle_embeddings["file"]).stat().st_size for b in (full, kept))
+    assert small_bytes < full_bytes / 2
+    on_full = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval0", "--json").stdout)
+    on_small = json.loads(run("solve", str(one_task), "--model", str(small), "--json").stdout)
+    assert on_small == on_full
+    run("verify", str(small))
+
+
 def test_solve_arc_selects_tasks_and_augmentations(arc_bundle):
     bundle, _, training, combined = arc_bundle
     one = json.loads(run("solve", str(combined), "--model", str(bundle), "--task", "eval1", "--json").stdout)

@@ -26,6 +26,11 @@ def export(
     batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic batch axis)."),
     puzzles: List[str] = typer.Option(None, "--puzzles", help="Keep only these puzzle identifiers' embedding rows "
                                                               "(ids, names or task names; comma-separated)."),
+    tasks: List[Path] = typer.Option(None, "--tasks", help="ARC: keep only the embedding rows of the tasks in these "
+                                     "task files (one task's JSON, a *_challenges.json, or a directory of them): the "
+                                     "tasks the device will solve."),
+    table_dtype: str = typer.Option("float32", "--table-dtype", help="How the puzzle-embedding table is stored: "
+                                    "float32, or float16 (half the bytes; rows are fed as float32)."),
     identifiers: Path = typer.Option(None, "--identifiers", help="The dataset's identifiers.json (names of the "
                                                                  "puzzle identifiers; default: the checkpoint's own), "
                                                                  "for --puzzles by name and for ARC solving."),
@@ -48,8 +53,12 @@ def export(
     trm = load_model(model)
     log_console = err_console if as_json else console
     wanted = [p.strip() for item in puzzles or () for p in item.split(",") if p.strip()]
+    if tasks:
+        from trm_edge.puzzles.arc import load_tasks
+
+        wanted += [name for source in tasks for name in load_tasks(source)]
     path = export_bundle(trm, output, target=profile, task=task, graph=graph, batch=batch, force=force,
-                         puzzles=wanted or None, identifier_names=names,
+                         puzzles=wanted or None, table_dtype=table_dtype, identifier_names=names,
                          checkpoint_info=info, log=_printer(log_console))
     from trm_edge.bundle.store import load_bundle
 

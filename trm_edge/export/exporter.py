@@ -17,10 +17,10 @@ import onnx
 from trm_edge.bundle import store as B
 from trm_edge.bundle.manifest import Manifest
 from trm_edge.bundle.tolerances import tolerance_for
-from trm_edge.errors import ExportError
+from trm_edge.errors import ExportError, choices
 from trm_edge.export import passes
 from trm_edge.export.graphs import build_graph
-from trm_edge.export.puzzles import PuzzleTable, select_puzzles
+from trm_edge.export.puzzles import TABLE_DTYPES, PuzzleTable, select_puzzles
 from trm_edge.export.samples import puzzle_tokens
 from trm_edge.export.validate import (
     check_lines,
@@ -51,6 +51,7 @@ def export_bundle(
     batch: int | None = None,
     force: bool = False,
     puzzles: Sequence[str] | None = None,
+    table_dtype: str = "float32",
     identifier_names: Sequence[str] | None = None,
     validation_inputs: np.ndarray | None = None,
     validation_steps: int | None = None,
@@ -64,7 +65,8 @@ def export_bundle(
     - ``batch``: None for a dynamic batch axis, N for a static one.
     - ``puzzles``: keep only these puzzle identifiers' rows (ids, names, or task names that prefix
       augmented names ``task|||...``) of a many-identifier model's table; ``identifier_names`` are the
-      dataset's names (its identifiers.json), index = identifier.
+      dataset's names (its identifiers.json), index = identifier. ``table_dtype``: how the kept rows are
+      stored (``float16`` halves the table; rows are fed as float32).
     - ``validation_inputs``: real puzzles' tokens ``[P, seq_len]`` (default: puzzle-like samples).
     - ``checkpoint_info``: the checkpoint's config.json (``read_checkpoint_info``); its calibrated halting
       threshold becomes ``loop.halt_threshold`` (the solver's default) and its ``data_recipe`` is kept, so
@@ -81,6 +83,8 @@ def export_bundle(
     output = Path(output)
     cfg = model.config
     model.eval()
+    if table_dtype not in TABLE_DTYPES:
+        raise ExportError(f"--table-dtype {table_dtype!r} is not one of {choices(TABLE_DTYPES)}")
     table = select_puzzles(model, puzzles, identifier_names)
     tokens = _validation_tokens(cfg, task, validation_inputs, batch)
     ids = table.validation_ids(len(tokens)) if table else None
@@ -123,9 +127,9 @@ def export_bundle(
         raise_for_failures_all(reports)
 
         manifest = _manifest(model, profile, task, graphs, reports, golden_steps, table, started,
-                             checkpoint_info or {})
+                             checkpoint_info or {}, table_dtype)
         if table is not None:
-            table.write(tmp / B.PUZZLE_EMB_FILE, tmp / B.IDENTIFIERS_FILE)
+            table.write(tmp / B.PUZZLE_EMB_FILE, tmp / B.IDENTIFIERS_FILE, dtype=table_dtype)
         np.savez(tmp / B.GOLDEN_FILE, **golden)  # stored, not deflated: simple for C++/Rust npz readers
         golden_section = {"file": B.GOLDEN_FILE, "graph": "step", "keys": sorted(golden),
                               "steps": golden_steps, "puzzles": len(tokens),
@@ -200,7 +204,7 @@ def _graph_entry(built, files: list[Path], root: Path, batch: int | None) -> dic
 
 
 def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table: PuzzleTable | None,
-              started: float, checkpoint_info: dict[str, Any]) -> Manifest:
+              started: float, checkpoint_info: dict[str, Any], table_dtype: str) -> Manifest:
     import onnxruntime
     import torch
 
@@ -233,7 +237,8 @@ def _manifest(model, profile: Target, task, graphs, reports, golden_steps, table
               "halt_threshold": halt_threshold(checkpoint_info),
               "state_shape": ["batch", cfg.total_len, cfg.hidden_size],
               "answer": "argmax of logits over the last axis, per position"},
-        puzzle_embeddings=table.manifest_entry(B.PUZZLE_EMB_FILE, B.IDENTIFIERS_FILE) if table is not None else None,
+        puzzle_embeddings=None if table is None else table.manifest_entry(B.PUZZLE_EMB_FILE, B.IDENTIFIERS_FILE,
+                                                                          dtype=table_dtype),
         data_recipe=checkpoint_info.get("data_recipe") or None, sections=sections)
 
 

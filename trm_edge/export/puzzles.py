@@ -1,8 +1,9 @@
 """The puzzle-embedding table of many-identifier models (ARC): out of the graph, into puzzle_emb.npy.
 
 The step graph takes the row as its ``puzzle_embedding`` input; the bundle keeps the table (rows in
-``identifiers.json`` order) so the device looks rows up itself, memory-mapped. ``--puzzles`` keeps only
-the rows of chosen identifiers, which keeps ARC bundles small.
+``identifiers.json`` order) so the device looks rows up itself, memory-mapped. ``--puzzles`` (or ``--tasks``)
+keeps only the rows of chosen identifiers, and ``--table-dtype float16`` halves what is left: most of an ARC
+model's bytes are this table (hundreds of thousands of rows x 512), most of an 8 GB Jetson's memory in float32.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from trm_edge.errors import ExportError, choices
 
 TASK_SEPARATOR = "|||"  # augmented ARC names: task|||tK|||permutation
+TABLE_DTYPES = ("float32", "float16")  # stored; rows are looked up as float32 either way
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,13 @@ class PuzzleTable:
         rows = {ident: r for r, ident in enumerate(self.ids)}
         return np.ascontiguousarray(self.table[[rows[int(i)] for i in ids]], dtype=np.float32)
 
-    def write(self, table_path: Path, identifiers_path: Path) -> None:
-        np.save(table_path, np.ascontiguousarray(self.table, dtype=np.float32))
+    def write(self, table_path: Path, identifiers_path: Path, *, dtype: str = "float32") -> None:
+        np.save(table_path, np.ascontiguousarray(self.table, dtype=dtype))
         identifiers_path.write_text(json.dumps({"ids": self.ids, "names": self.names}) + "\n")
 
-    def manifest_entry(self, table_file: str, identifiers_file: str) -> dict[str, Any]:
+    def manifest_entry(self, table_file: str, identifiers_file: str, *, dtype: str = "float32") -> dict[str, Any]:
         return {"file": table_file, "identifiers": identifiers_file, "rows": len(self.ids),
-                "dim": int(self.table.shape[1]), "dtype": "float32",
+                "dim": int(self.table.shape[1]), "dtype": dtype,
                 "lookup": "row i of the table is identifier ids[i] (name names[i]) of identifiers.json; "
                           "feed table[row] as puzzle_embedding"}
 
