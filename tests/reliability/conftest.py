@@ -4,6 +4,7 @@ directory, and the CLI run as a real process (signals, locks and exit codes are 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,13 @@ def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``trm-edge ARGS`` started in the background."""
+    """``trm-edge ARGS`` started in the background, with SIGINT at its default: a shell without job control starts
+    background commands (``make test &``, some CI runners) with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so Ctrl-C could not be tested there."""
     return subprocess.Popen([sys.executable, "-m", "trm_edge", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def assert_refused(result: subprocess.CompletedProcess, *words: str) -> str:

@@ -138,7 +138,10 @@ dist.destroy_process_group()
 print(running, gloo_threads())
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    # SIGINT at its default, as in a terminal: started with it ignored (`make test &` in a shell without job
+    # control), this check counted no gloo threads at all (seen 2026-12-05), whatever destroy_process_group does
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 0, proc.stderr[-2000:]
     running, left = map(int, proc.stdout.split())
     assert running > 0 and left == 0
