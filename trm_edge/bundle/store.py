@@ -7,6 +7,7 @@ side imports this module. The format is documented in docs/bundle-format.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -120,10 +121,21 @@ class Bundle:
 
     def identifiers(self) -> dict[str, list] | None:
         """``{"ids": [...], "names": [...]}``: row i of the table is identifier ``ids[i]`` named ``names[i]``."""
+        return self._identifiers
+
+    @functools.cached_property
+    def _identifiers(self) -> dict[str, list] | None:
+        # read once: a full ARC table names hundreds of thousands of rows, and every batch looks rows up
         section = self.manifest.puzzle_embeddings
         if not section:
             return None
         return json.loads((self.path / section["identifiers"]).read_text())
+
+    @functools.cached_property
+    def _rows(self) -> tuple[dict[int, int], dict[str, int]]:
+        known = self.identifiers()
+        return ({int(i): r for r, i in enumerate(known["ids"])},
+                {n: r for r, n in enumerate(known["names"]) if n is not None})
 
     def puzzle_embedding(self, identifiers: Sequence[int | str]) -> np.ndarray | None:
         """Rows for a batch of puzzle identifiers (official integer ids or names) -> ``[batch, ndim]``
@@ -132,8 +144,7 @@ class Bundle:
         if table is None:
             return None
         known = self.identifiers()
-        rows_by_id = {int(i): r for r, i in enumerate(known["ids"])}
-        rows_by_name = {n: r for r, n in enumerate(known["names"]) if n is not None}
+        rows_by_id, rows_by_name = self._rows
         rows = []
         for ident in identifiers:
             row = rows_by_name.get(ident) if isinstance(ident, str) else rows_by_id.get(int(ident))
