@@ -9,13 +9,13 @@ numpy (the recursion's defaults) but no runtime: the adapters are imported when 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional  # typer reads callbacks' hints at run time: no X | None on 3.8
 
 import typer
 
 from trm_edge.errors import ConfigError, TrmEdgeError
+from trm_edge.machine import usable_cores
 from trm_edge.runtimes.recursion import DEFAULTS
 from trm_edge.runtimes.registry import RUNTIMES
 
@@ -53,14 +53,6 @@ def _at_least_one(flag: str) -> Any:
         return value
 
     return check
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def check_threads(value: Optional[int]) -> Optional[int]:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from trm_edge.errors import ConfigError
+from trm_edge.machine import usable_cores
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,7 @@ def set_cpu_threads(d: Dist, threads: int | None = None) -> None:
         return
     if "OMP_NUM_THREADS" in os.environ:
         return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // d.local_world_size))
+    torch.set_num_threads(max(1, usable_cores() // d.local_world_size))
 
 
 def barrier(d: Dist) -> None:
