@@ -177,31 +177,34 @@ def wait_for(predicate, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
-    out = tmp_path / "data"
-    process = start("data", "build", "sudoku", "--train", "200000", "--test", "2", "-o", str(out))
+def interrupted(args: list[str], ready, sig: int, *, settle: float = 0.0) -> tuple[int, str]:
+    """Start ``trm-edge ARGS``, send ``sig`` once ``ready()`` holds (and ``settle`` seconds more): exit code, stderr."""
+    process = start(*args)
     try:
-        wait_for(lambda: (tmp_path / ".data.lock").exists())  # it claimed its output and is generating puzzles
-        time.sleep(1)
-        process.send_signal(signal.SIGTERM)
+        wait_for(ready)
+        time.sleep(settle)
+        process.send_signal(sig)
         _, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 143, err
+    return process.returncode, err
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    out = tmp_path / "data"
+    # ready once it has claimed its output and is generating puzzles
+    code, err = interrupted(["data", "build", "sudoku", "--train", "200000", "--test", "2", "-o", str(out)],
+                            lambda: (tmp_path / ".data.lock").exists(), signal.SIGTERM, settle=1.0)
+    assert code == 143, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no output, no temporary, no lock file
 
 
 def test_ctrl_c_in_train_says_how_to_resume(sudoku_data, tmp_path):
     run = tmp_path / "run"
-    process = start(*train_command(sudoku_data, run, 100000))
-    try:
-        wait_for(lambda: (run / "state" / "trainer.json").is_file())
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, err
+    code, err = interrupted(train_command(sudoku_data, run, 100000),
+                            lambda: (run / "state" / "trainer.json").is_file(), signal.SIGINT)
+    assert code == 130, err
     assert "Traceback" not in err
     assert "--resume" in err and str(run) in err
 
