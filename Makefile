@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[host,dev,nncf,openvino]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[host,dev,nncf,openvino,serve]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,7 @@ lock:
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
 	$(LOCK_VENV)/bin/pip install -q $(TORCH)
-	$(LOCK_VENV)/bin/pip install -q -e '.[host,dev,nncf,openvino]'
+	$(LOCK_VENV)/bin/pip install -q -e '.[host,dev,nncf,openvino,serve]'
 	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^torch=='; } \
 		> $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf $(LOCK_VENV)
@@ -67,7 +67,7 @@ device-py38: $(STAMP) $(VENV38)/.installed
 $(VENV38)/.installed: pyproject.toml
 	@if [ -z "$(PY38)" ]; then echo "no Python 3.8 here: the device side is checked statically only"; exit 0; fi; \
 	rm -rf $(VENV38) && $(PY38) -m venv $(VENV38) && \
-	$(VENV38)/bin/pip install -q numpy==1.24.4 onnxruntime==1.16.3 . && touch $@
+	$(VENV38)/bin/pip install -q numpy==1.24.4 onnxruntime==1.16.3 '.[serve]' && touch $@
 
 # The shipped models (trm_edge/models/NAME, cards in their README.md), reproduced with trm-edge itself on 2 CPU
 # cores. default: Sudoku with 34-40 givens, token-mixing MLP (sudoku-mini) at 0.57 steps/s here (the shipped

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import typer
 
-from trm_edge.commands import bench, compare, engine, evaluate, solve, verify
+from trm_edge.commands import bench, compare, engine, evaluate, serve, solve, verify
 
-COMMANDS = (solve, evaluate, bench, compare, verify, engine)  # in the order of `trm-edge --help`
+COMMANDS = (solve, serve, evaluate, bench, compare, verify, engine)  # in the order of `trm-edge --help`
 
 
 def register(app: typer.Typer) -> None:

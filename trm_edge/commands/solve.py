@@ -23,68 +23,6 @@ def register(app: typer.Typer) -> None:
     app.command()(solve)
 
 
-def _read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
-                  ) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
-    """Parse command-line puzzles and a file: ([(label, tokens)], [(label, error)]).
-
-    In a file, puzzles are separated by blank lines (empty lines for mazes, whose rows of open cells are
-    spaces); a block that does not parse as one puzzle is read as one puzzle per line (so a file of
-    one-line sudokus works). A puzzle of another size than the model's (``seq_len`` cells) is an error."""
-    items: list[tuple[str, str]] = [(f"puzzle {i + 1}", text) for i, text in enumerate(puzzles)]
-    if file is not None:
-        try:
-            text = sys.stdin.read() if str(file) == "-" else file.read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise PuzzleError(f"cannot read {str(file)!r}: {error}") from None
-        block: list[str] = []
-        start = 1
-        blocks: list[tuple[int, list[str]]] = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.rstrip("\r") if codec.space_is_cell else line.strip():
-                if not block:
-                    start = line_no
-                block.append(line)
-            elif block:
-                blocks.append((start, block))
-                block = []
-        if block:
-            blocks.append((start, block))
-        if not blocks:
-            raise PuzzleError(f"{str(file)!r} holds no puzzles")
-        for start, lines in blocks:
-            if len(lines) > 1 and _parses(codec, lines[0]):  # a block of one-line puzzles
-                items += [(f"{file}:{start + k}", line) for k, line in enumerate(lines)]
-            else:  # one puzzle, whose error (a missing row, a missing cell) names the puzzle as written
-                items.append((f"{file}:{start}", "\n".join(lines)))
-    parsed, errors = [], []
-    for label, text in items:
-        try:
-            tokens = codec.parse(text)
-        except PuzzleError as error:
-            errors.append((label, " ".join(str(error).split())))
-            continue
-        if tokens.size != seq_len:
-            errors.append((label, f"the puzzle is {_size(tokens.size)}; this model solves {_size(seq_len)}"))
-        else:
-            parsed.append((label, tokens))
-    return parsed, errors
-
-
-def _parses(codec, text: str) -> bool:
-    try:
-        codec.parse(text)
-    except PuzzleError:
-        return False
-    return True
-
-
-def _size(cells: int) -> str:
-    import math
-
-    side = math.isqrt(cells)
-    return f"{side}x{side} ({cells} cells)" if side * side == cells else f"{cells} cells"
-
-
 def solve(
     puzzles: List[str] = typer.Argument(None, help="Puzzles as text (sudoku: 81 characters; '.', '0' or '-' for "
                                         "blanks). A puzzle that begins with '-' goes after '--': "
@@ -112,6 +50,7 @@ def solve(
     An ARC model solves tasks: each test input under every augmentation it has a puzzle embedding for,
     predictions mapped back and voted on as the official evaluator does, two attempts per test input."""
     from trm_edge.puzzles.codec import get_codec
+    from trm_edge.puzzles.reading import first_error, read_puzzles
     from trm_edge.runtimes.sources import open_source
 
     if not puzzles and file is None:
@@ -128,10 +67,9 @@ def solve(
     if given := [flag for flag, value in arc_only.items() if value]:
         raise PuzzleError(f"{', '.join(given)}: only for ARC models; this model's task is {source.task!r}")
     codec = get_codec(source.task)
-    parsed, errors = _read_puzzles(list(puzzles or []), file, codec, source.config.seq_len)
+    parsed, errors = read_puzzles(list(puzzles or []), file, codec, source.config.seq_len)
     if errors and not keep_going:
-        label, message = errors[0]
-        raise PuzzleError(f"{label}: {message}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+        raise first_error(errors)
     for label, message in errors:
         print(f"error: {label}: {message}", file=sys.stderr)
         if as_json:

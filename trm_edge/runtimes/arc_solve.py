@@ -19,7 +19,7 @@ from trm_edge.errors import PuzzleError, choices
 from trm_edge.puzzles import arc
 from trm_edge.puzzles.arc_eval import ArcVoter
 from trm_edge.runtimes.interface import Runtime
-from trm_edge.runtimes.solver import Solver
+from trm_edge.runtimes.solver import SolveOutput, Solver
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,16 @@ def solve_plans(solver: Solver, embeddings: TaskEmbeddings, plans: Sequence[Task
                 on_progress: Callable[[int], Any] | None = None) -> dict[str, list[dict[str, list]]]:
     """The ARC Prize submission: ``{task: [{"attempt_1": grid, "attempt_2": grid}, ...]}``, one entry per test
     input, from the votes of its versions' predictions."""
+    outputs = [solver.run(plan.inputs, plan.identifiers, on_progress=on_progress) for plan in plans]
+    return vote(embeddings, plans, outputs, attempts=attempts)
+
+
+def vote(embeddings: TaskEmbeddings, plans: Sequence[TaskPlan], outputs: Sequence[SolveOutput], *,
+         attempts: int = 2) -> dict[str, list[dict[str, list]]]:
+    """The submission from each plan's solved rows (``outputs[i]`` answers ``plans[i]``, row for row)."""
     voter = ArcVoter(embeddings.names, {}, blank_identifier_id=-1)  # no padding rows: every row votes
     submission: dict[str, list[dict[str, list]]] = {}
-    for plan in plans:
-        out = solver.run(plan.inputs, plan.identifiers, on_progress=on_progress)
+    for plan, out in zip(plans, outputs):  # noqa: B905
         voter.add(plan.identifiers, plan.inputs, out.preds, out.q_halt_logits)
         submission[plan.task.name] = [voter.attempts(plan.task.name, example.input, attempts)
                                       for example in plan.task.test]

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -123,7 +124,8 @@ class Recursion:
         """Yield one :class:`StepResult` per runtime step until every puzzle has left. ``puzzle_identifiers``
         ``[N]`` pick rows of the puzzle-embedding table (identifier 0 when not given); ``puzzle_embeddings``
         ``[N, puzzle_emb_ndim]`` give the rows themselves (a graph not yet in a bundle). Read what you need of a
-        result before asking for the next: the rows that are ``done`` are dropped then."""
+        result before asking for the next: the rows that are ``done`` are dropped then. ``StepResult.puzzles``
+        are indices into ``inputs``."""
         inputs = self.check_inputs(inputs)
         n = len(inputs)
         ids = np.zeros(n, np.int64) if puzzle_identifiers is None else np.asarray(puzzle_identifiers, np.int64)
@@ -132,25 +134,39 @@ class Recursion:
         if puzzle_embeddings is not None and len(puzzle_embeddings) != n:
             raise PuzzleError(f"expected {n} puzzle embeddings, got {len(puzzle_embeddings)}")
         if n == 0:
-            return
+            return iter(())
+        return self.run(ArrayFeed(inputs, ids, puzzle_embeddings))
+
+    def run(self, feed: Feed) -> Iterator[StepResult]:
+        """The loop itself, over puzzles that a :class:`Feed` hands in as rows free up (an array, or a server's
+        queue that fills while the loop runs). ``StepResult.puzzles`` are the feed's keys."""
         capacity = self.capacity
         for follower in self.followers:
             follower.load()
         rec = HostRecurrence(self.runtime, capacity=capacity) if self.keep_state \
             else self.runtime.start(capacity=capacity)
         try:
-            row_puzzle = np.zeros(0, np.intp)
+            row_puzzle = np.zeros(0, np.int64)
             row_steps = np.zeros(0, np.int32)
-            next_puzzle = 0
-            while next_puzzle < n or rec.batch:
+            while True:
+                if rec.batch:
+                    gone = feed.withdrawn(row_puzzle)
+                    if gone.any():
+                        keep = np.flatnonzero(~gone)
+                        rec.keep(keep)
+                        row_puzzle, row_steps = row_puzzle[keep], row_steps[keep]
                 free = capacity - rec.batch
-                if next_puzzle < n and free > 0 and (self.refill or rec.batch == 0):
-                    take = np.arange(next_puzzle, min(n, next_puzzle + free))
-                    rec.add(inputs[take], self.runtime.puzzle_embedding(ids[take]) if puzzle_embeddings is None
-                            else np.asarray(puzzle_embeddings[take], np.float32))
-                    row_puzzle = np.concatenate((row_puzzle, take))
-                    row_steps = np.concatenate((row_steps, np.zeros(len(take), np.int32)))
-                    next_puzzle = int(take[-1]) + 1
+                if free > 0 and (self.refill or rec.batch == 0):
+                    arrivals = feed.take(free, idle=rec.batch == 0)
+                    if arrivals is None and rec.batch == 0:
+                        return
+                    if arrivals is not None and len(arrivals.keys):
+                        rec.add(arrivals.inputs, self.runtime.puzzle_embedding(arrivals.identifiers)
+                                if arrivals.embeddings is None else arrivals.embeddings)
+                        row_puzzle = np.concatenate((row_puzzle, arrivals.keys))
+                        row_steps = np.concatenate((row_steps, np.zeros(len(arrivals.keys), np.int32)))
+                if rec.batch == 0:
+                    continue  # the feed had nothing yet: ask again
                 feeds = dict(rec.feeds) if isinstance(rec, HostRecurrence) and self.keep_state else None
                 started = time.perf_counter()
                 q = rec.step()
@@ -171,3 +187,44 @@ class Recursion:
                     row_puzzle, row_steps = row_puzzle[keep], row_steps[keep]
         finally:
             rec.close()
+
+
+@dataclass
+class Arrivals:
+    """Puzzles a feed hands to the loop: their keys, tokens, and puzzle-embedding identifiers or rows."""
+
+    keys: np.ndarray  # [n] int64: how StepResult.puzzles names them
+    inputs: np.ndarray  # [n, seq_len] int32, checked
+    identifiers: np.ndarray  # [n] int64
+    embeddings: np.ndarray | None = None  # [n, puzzle_emb_ndim] float32, given instead of looked up
+
+
+class Feed(Protocol):
+    """Where the loop's puzzles come from (:meth:`Recursion.run`)."""
+
+    def take(self, limit: int, *, idle: bool) -> Arrivals | None:
+        """At most ``limit`` waiting puzzles, maybe none. ``idle``: no row is in flight, so the feed may wait for
+        work. None: none will ever come again (the loop ends once its rows have left)."""
+
+    def withdrawn(self, keys: np.ndarray) -> np.ndarray:
+        """``[len(keys)]`` bool: the puzzles in flight whose answers are no longer wanted (their rows leave before
+        the next step)."""
+
+
+class ArrayFeed:
+    """The puzzles of arrays, in order; nothing is withdrawn."""
+
+    def __init__(self, inputs: np.ndarray, identifiers: np.ndarray, embeddings: np.ndarray | None = None) -> None:
+        self.inputs, self.identifiers, self.embeddings = inputs, identifiers, embeddings
+        self.next = 0
+
+    def take(self, limit: int, *, idle: bool) -> Arrivals | None:
+        if self.next >= len(self.inputs):
+            return None
+        take = np.arange(self.next, min(len(self.inputs), self.next + limit))
+        self.next = int(take[-1]) + 1
+        embeddings = None if self.embeddings is None else np.asarray(self.embeddings[take], np.float32)
+        return Arrivals(take.astype(np.int64), self.inputs[take], self.identifiers[take], embeddings)
+
+    def withdrawn(self, keys: np.ndarray) -> np.ndarray:
+        return np.zeros(len(keys), bool)

@@ -47,6 +47,10 @@ class SolveOutput:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def select(self, rows: slice | np.ndarray) -> SolveOutput:
+        """These puzzles' answers (not their timings)."""
+        return SolveOutput(self.preds[rows], self.steps[rows], self.q_halt_logits[rows], self.halted[rows])
+
     def halting(self, threshold: float) -> SolveOutput:
         """What a halting run answers, read from this all-steps run recorded with ``record_steps``: each puzzle
         stops at its first step that the halting rule stops, else runs every step. No second pass: a

@@ -1,0 +1,67 @@
+"""CLI command: serve (the solver as an HTTP service: trm_edge/serve/, docs/serving.md)."""
+
+from __future__ import annotations
+
+import typer
+
+from trm_edge.commands import common
+from trm_edge.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add this command to the app."""
+    app.command()(serve)
+
+
+def _positive(flag: str):
+    def check(value):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{flag} {value} must be more than 0")
+        return value
+
+    return check
+
+
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"--port {value} is out of range: choose 0..65535 (0: any free port)")
+    return value
+
+
+def serve(
+    model: str = typer.Argument(None, help=common.MODEL_HELP),
+    runtime: str = common.runtime_option(),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 for every interface (the "
+                             "default, 127.0.0.1, takes only this machine's clients)."),
+    port: int = typer.Option(8000, "--port", help="TCP port (0: any free port, printed at start).", callback=_port),
+    max_batch: int = common.batch_option(64),
+    max_queue: int = typer.Option(1024, "--max-queue", help="Puzzles waiting for a row at most; a request that "
+                                  "would overflow the queue gets 503 with Retry-After at once.",
+                                  callback=_positive("--max-queue")),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request may take from arrival to answer; "
+                                  "then 504 and its rows leave the batch.", callback=_positive("--timeout")),
+    max_body: int = typer.Option(4 << 20, "--max-body", help="Largest request body in bytes (413 beyond).",
+                                 callback=_positive("--max-body")),
+    batching: str = typer.Option("continuous", "--batching", help="continuous: a waiting puzzle takes a halted "
+                                 "puzzle's row at the next step. whole: fixed batches, new puzzles only once the "
+                                 "batch is empty (what a generic model server does; the benchmark's baseline)."),
+    max_steps: int = common.max_steps_option(),
+    halt: bool = common.halt_option(),
+    threshold: float = common.threshold_option(),
+    threads: int = common.threads_option(),
+) -> None:
+    """Serve a model over HTTP: POST /v1/solve, GET /health, /ready, /metrics, /docs.
+
+    One scheduler thread owns the runtime and batches puzzles from every request step by step: each puzzle leaves
+    the batch at the step its halting head stops it, and a waiting one takes its row. Answers are those of
+    `trm-edge solve`. SIGTERM stops accepting, answers every accepted request and exits 0."""
+    from trm_edge.serve.server import BATCHING, bind
+    from trm_edge.serve.server import serve as run
+
+    if batching not in BATCHING:
+        raise ConfigError(f"--batching {batching!r}: choose {' or '.join(repr(b) for b in BATCHING)}")
+    source_runtime = common.open_model(common.resolve_model(model), runtime, threads=threads)
+    sock = bind(host, port)
+    with source_runtime:
+        run(source_runtime, sock, batching=batching, max_batch=max_batch, max_queue=max_queue, timeout=timeout,
+            max_body=max_body, max_steps=max_steps, halt=halt, threshold=threshold)

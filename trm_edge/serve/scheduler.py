@@ -1,0 +1,218 @@
+"""The server's scheduler: one thread owns the runtime and runs the recursion core (runtimes/recursion.py) over a
+queue that requests fill while it runs.
+
+With continuous batching (``refill``) a waiting puzzle takes a row at the next step after a row halts, whichever
+request either belongs to; ``whole`` batching waits until the batch is empty before it takes new puzzles, as a
+server that runs fixed batches does. A request leaves the queue and the batch when its client is gone or its
+deadline passes; a failed step fails the requests with rows in that step, and the loop starts again for the rest.
+
+numpy only: no torch here (the device side).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trm_edge.errors import TrmEdgeError
+from trm_edge.runtimes.recursion import Arrivals, Recursion, StepResult
+from trm_edge.runtimes.solver import SolveOutput
+
+
+class QueueFull(TrmEdgeError):
+    """The queue holds ``--max-queue`` puzzles: the client should retry later (HTTP 503)."""
+
+
+class NotAccepting(TrmEdgeError):
+    """The server is loading its model or shutting down (HTTP 503)."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's puzzles through the scheduler. ``on_done(job)`` is called once, from the scheduler's thread,
+    when every puzzle has its answer (``output``), or with ``error`` set when the job failed or was dropped."""
+
+    inputs: np.ndarray  # [n, seq_len] int32, checked
+    identifiers: np.ndarray  # [n] int64
+    on_done: Callable[[Job], Any]
+    deadline: float | None = None  # time.monotonic() after which the answers are no longer wanted
+    output: SolveOutput = field(init=False)
+    error: str | None = None  # why the job failed: "timeout", "cancelled", or the runtime's error
+    left: int = field(init=False)
+    submitted: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        n, seq_len = self.inputs.shape
+        self.output = SolveOutput(np.zeros((n, seq_len), np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32),
+                                  np.zeros(n, bool))
+        self.left = n
+
+    @property
+    def finished(self) -> bool:
+        return self.left == 0 or self.error is not None
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+
+class RequestFeed:
+    """The recursion's :class:`~trm_edge.runtimes.recursion.Feed` for a server: puzzles queue in request order;
+    rows in flight are tracked by key so that a dropped or failed request loses exactly its rows."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.lock = threading.Condition()
+        self.queue: collections.deque[tuple[int, Job, int]] = collections.deque()  # (key, job, row)
+        self.flight: dict[int, tuple[Job, int]] = {}
+        self.keys = itertools.count()
+        self.closed = False
+        self.accepting = False
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.flight)
+
+    def submit(self, job: Job) -> None:
+        n = len(job.inputs)
+        with self.lock:
+            if not self.accepting or self.closed:
+                raise NotAccepting("the server is " + ("shutting down" if self.closed else "loading its model"))
+            if self.queued + n > self.max_queue:
+                raise QueueFull(f"the queue holds {self.queued} puzzle(s) and takes at most {self.max_queue}; "
+                                "retry later")
+            self.queue.extend((next(self.keys), job, row) for row in range(n))
+            self.lock.notify()
+
+    def close(self) -> None:
+        """Take no more requests; the loop ends once the queued and in-flight puzzles are answered."""
+        with self.lock:
+            self.closed = True
+            self.lock.notify()
+
+    def take(self, limit: int, *, idle: bool) -> Arrivals | None:
+        with self.lock:
+            if idle and not self.queue and not self.closed:
+                self.lock.wait(timeout=0.2)  # wake to drop expired requests even when nothing arrives
+            now = time.monotonic()
+            taken: list[tuple[int, Job, int]] = []
+            while self.queue and len(taken) < limit:
+                key, job, row = self.queue.popleft()
+                if not self.dropped(job, now):
+                    taken.append((key, job, row))
+            if not taken:
+                return None if self.closed and not self.queue else Arrivals(*EMPTY)
+            for key, job, row in taken:
+                self.flight[key] = (job, row)
+        keys = np.array([key for key, _, _ in taken], np.int64)
+        inputs = np.stack([job.inputs[row] for _, job, row in taken])
+        identifiers = np.array([job.identifiers[row] for _, job, row in taken], np.int64)
+        return Arrivals(keys, inputs, identifiers)
+
+    def withdrawn(self, keys: np.ndarray) -> np.ndarray:
+        now = time.monotonic()
+        with self.lock:
+            gone = np.array([self.dropped(self.flight[int(k)][0], now) for k in keys], bool)
+            for k in keys[gone]:
+                del self.flight[int(k)]
+        return gone
+
+    def dropped(self, job: Job, now: float) -> bool:
+        """Whether ``job``'s answers are no longer wanted; a job past its deadline fails here with "timeout"."""
+        if job.error is None and job.expired(now):
+            fail(job, "timeout")
+        return job.error is not None
+
+    def finished(self, keys: np.ndarray) -> list[tuple[Job, int]]:
+        with self.lock:
+            return [self.flight.pop(int(k)) for k in keys]
+
+    def fail_in_flight(self, error: str) -> int:
+        """Fail every job with a row in flight (a step failed): returns how many jobs."""
+        with self.lock:
+            jobs = {job for job, _ in self.flight.values()}
+            self.flight.clear()
+        for job in jobs:
+            fail(job, error)
+        return len(jobs)
+
+
+EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0), np.int32), np.zeros(0, np.int64))
+
+
+def fail(job: Job, error: str) -> None:
+    if job.error is None and job.left:
+        job.error = error
+        job.on_done(job)
+
+
+class Scheduler:
+    """Runs ``recursion`` over a :class:`RequestFeed` in its own thread. ``on_step(step)`` is called after every
+    step (metrics); ``prepare()`` runs first in the same thread (loading the model, verifying it) and its
+    exception, if any, is kept in ``failure`` and ends the thread."""
+
+    def __init__(self, recursion: Recursion, feed: RequestFeed, *, prepare: Callable[[], Any] = lambda: None,
+                 on_step: Callable[[StepResult], Any] = lambda step: None) -> None:
+        self.recursion, self.feed, self.prepare, self.on_step = recursion, feed, prepare, on_step
+        self.failure: BaseException | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="trm-edge-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Accept nothing more, answer what was accepted, and end the thread."""
+        self.feed.close()
+        self.thread.join(timeout)
+
+    def _main(self) -> None:
+        try:
+            self.prepare()
+        except BaseException as error:  # kept for the server to report; the thread ends here
+            self.failure = error
+            self.ready.set()
+            return
+        with self.feed.lock:
+            self.feed.accepting = True
+        self.ready.set()
+        while True:
+            try:
+                for step in self.recursion.run(self.feed):
+                    self._answer(step)
+                    self.on_step(step)
+                return
+            except Exception as error:  # the step failed: only the requests it touched fail, the loop goes on
+                message = " ".join(str(error).split()) or type(error).__name__
+                failed = self.feed.fail_in_flight(f"the runtime failed: {message}")
+                print(f"trm-edge serve: a step failed ({message}); {failed} request(s) failed, serving goes on",
+                      file=sys.stderr)
+
+    def _answer(self, step: StepResult) -> None:
+        finished = np.flatnonzero(step.done)
+        if not finished.size:
+            return
+        preds = step.preds(finished)
+        for k, (i, (job, row)) in enumerate(zip(finished, self.feed.finished(step.puzzles[finished]))):  # noqa: B905
+            if job.error is not None:
+                continue
+            out = job.output
+            out.preds[row] = preds[k]
+            out.steps[row] = step.steps[i]
+            out.q_halt_logits[row] = step.q_halt_logits[i]
+            out.halted[row] = step.halted[i]
+            job.left -= 1
+            if not job.left:
+                out.seconds = time.monotonic() - job.submitted
+                job.on_done(job)
