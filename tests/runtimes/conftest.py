@@ -100,3 +100,34 @@ def random_tokens(config, n: int, seed: int = 0) -> np.ndarray:
 
 def random_ids(config, n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, config.num_puzzle_identifiers, n)
+
+
+@pytest.fixture(scope="session")
+def arc_bundle(tmp_path_factory):
+    """A tiny random ARC model trained (in name) on a dataset built from ARC task files, its checkpoint keeping
+    the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself. Its
+    halting head stops some puzzles at step 1 and runs others to the end, so halting changes the answers."""
+    from typer.testing import CliRunner
+
+    from tests.conftest import random_trm
+    from tests.puzzles.test_arc import write_sources
+    from trm_edge.cli import app
+    from trm_edge.config import TRMConfig
+    from trm_edge.puzzles.build import build_dataset
+    from trm_edge.puzzles.dataset import read_identifiers
+    from trm_edge.trm.checkpoint import save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("arc")
+    training, combined = write_sources(tmp)
+    data = tmp / "arc"
+    build_dataset("arc", data, source=[str(training), str(combined)], aug=3, seed=2)
+    names = read_identifiers(data)
+    cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(names), hidden_size=16, num_heads=2,
+                    expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1,
+                    L_cycles=1, L_layers=1, halt_max_steps=2)
+    model = halting_model(lambda _, seed: random_trm(cfg, seed=seed), "arc", seed=3)
+    checkpoint = save_checkpoint(model, tmp / "ckpt", task="arc", identifiers=names)
+    exported = CliRunner().invoke(app, ["export", str(checkpoint), "--target", "cpu", "-o", str(tmp / "bundle")],
+                                  catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    return tmp / "bundle", data, training, combined

@@ -344,33 +344,6 @@ def test_eval_on_an_arc_dataset_votes_and_writes_the_submission(tmp_path):
     assert not (tmp_path / "no.json").exists()
 
 
-@pytest.fixture(scope="module")
-def arc_bundle(tmp_path_factory):
-    """A tiny random ARC model trained (in name) on a dataset built from ARC task files, its checkpoint keeping
-    the dataset's identifier names, exported without --identifiers: the bundle must carry them by itself. Its
-    halting head stops some puzzles at step 1 and runs others to the end, so halting changes the answers."""
-    from tests.conftest import random_trm
-    from tests.puzzles.test_arc import write_sources
-    from tests.runtimes.conftest import halting_model
-    from trm_edge.config import TRMConfig
-    from trm_edge.puzzles.build import build_dataset
-    from trm_edge.puzzles.dataset import read_identifiers
-    from trm_edge.trm.checkpoint import save_checkpoint
-
-    tmp = tmp_path_factory.mktemp("arc")
-    training, combined = write_sources(tmp)
-    data = tmp / "arc"
-    build_dataset("arc", data, source=[str(training), str(combined)], aug=3, seed=2)
-    names = read_identifiers(data)
-    cfg = TRMConfig(seq_len=900, vocab_size=12, num_puzzle_identifiers=len(names), hidden_size=16, num_heads=2,
-                    expansion=2.0, pos_encodings="rope", puzzle_emb_ndim=16, puzzle_emb_len=1, H_cycles=1,
-                    L_cycles=1, L_layers=1, halt_max_steps=2)
-    model = halting_model(lambda _, seed: random_trm(cfg, seed=seed), "arc", seed=3)
-    checkpoint = save_checkpoint(model, tmp / "ckpt", task="arc", identifiers=names)
-    run("export", str(checkpoint), "--target", "cpu", "-o", str(tmp / "bundle"))
-    return tmp / "bundle", data, training, combined
-
-
 def test_solve_arc_tasks_on_the_device_equals_the_vote_of_eval(arc_bundle, tmp_path):
     """`solve` on the raw task file shows each test input under every augmentation the bundle has an embedding for
     and votes: the same attempts as `eval` on the dataset built from those tasks (which holds exactly those
