@@ -44,7 +44,7 @@ def runtime_option(*flags: str, extra: str = "") -> Any:
     return typer.Option(None, *(flags or ("--runtime", "-r")), help=" ".join(filter(None, [runtime_help(), extra])))
 
 
-def _at_least_one(flag: str) -> Any:
+def at_least_one(flag: str) -> Any:
     """A typer callback: the option, when given, is a whole number of at least 1."""
 
     def check(value: Optional[int]) -> Optional[int]:
@@ -74,7 +74,7 @@ def _finite(flag: str) -> Any:
 
 
 def limit_option(default: int | None, text: str) -> Any:
-    return typer.Option(default, "--limit", help=text, callback=_at_least_one("--limit"))
+    return typer.Option(default, "--limit", help=text, callback=at_least_one("--limit"))
 
 
 def force_option(text: str = "Replace existing output files.") -> Any:
@@ -99,11 +99,11 @@ def threshold_option() -> Any:
 
 
 def max_steps_option() -> Any:
-    return typer.Option(None, "--max-steps", help=MAX_STEPS_HELP, callback=_at_least_one("--max-steps"))
+    return typer.Option(None, "--max-steps", help=MAX_STEPS_HELP, callback=at_least_one("--max-steps"))
 
 
 def batch_option(default: int = DEFAULTS.batch_size) -> Any:
-    return typer.Option(default, "--batch", "-b", help="Puzzles in flight at once.", callback=_at_least_one("--batch"))
+    return typer.Option(default, "--batch", "-b", help="Puzzles in flight at once.", callback=at_least_one("--batch"))
 
 
 def threads_option() -> Any:

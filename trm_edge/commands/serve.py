@@ -34,7 +34,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 for every interface (the "
                              "default, 127.0.0.1, takes only this machine's clients)."),
     port: int = typer.Option(8000, "--port", help="TCP port (0: any free port, printed at start).", callback=_port),
-    max_batch: int = common.batch_option(64),
+    max_batch: int = typer.Option(64, "--max-batch", help="Rows in the batch at most: puzzles of every request "
+                                  "solved at once.", callback=common.at_least_one("--max-batch")),
     max_queue: int = typer.Option(1024, "--max-queue", help="Puzzles waiting for a row at most; a request that "
                                   "would overflow the queue gets 503 with Retry-After at once.",
                                   callback=_positive("--max-queue")),

@@ -1,0 +1,344 @@
+"""`trm-edge serve`: a real server process on a loopback port, real HTTP clients. Answers against `solve --json` on
+every shipped model and an ARC bundle; queue, body and deadline limits; a client that disconnects; SIGTERM under
+load; a runtime failure that fails only its requests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "trm_edge" / "models"
+SHIPPED = ("default", "maze")
+
+
+class Server:
+    """``trm-edge serve MODEL ARGS`` on a free loopback port, ready (GET /ready 200) when the constructor returns."""
+
+    def __init__(self, model: str | Path, *args: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trm_edge", "serve", str(model), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited {self.process.returncode}: {self.process.stderr.read()}")
+            try:
+                if self.get("/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError("the server never became ready")
+
+    def request(self, method: str, path: str, body: bytes | None = None, *, timeout: float = 120
+                ) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return self.request("GET", path, timeout=5)
+
+    def solve(self, payload: dict | bytes) -> tuple[int, dict]:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        status, _, content = self.request("POST", "/v1/solve", body)
+        return status, json.loads(content)
+
+    def metric(self, name: str) -> float:
+        text = self.get("/metrics")[2].decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert found, f"{name} not in /metrics"
+        return float(found.group(1))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def serving():
+    started: list[Server] = []
+
+    def start(model: str | Path, *args: str) -> Server:
+        started.append(Server(model, *args))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def fresh_puzzles(like: str, n: int, tmp_path: Path) -> list[str]:
+    """``n`` puzzles of the shipped model ``like`` built for this test, as the text solve reads."""
+    from trm_edge.puzzles.codec import get_codec
+    from trm_edge.puzzles.examples import read_examples
+
+    data = tmp_path / f"{like}-data"
+    built = subprocess.run([sys.executable, "-m", "trm_edge", "data", "build", "--like", like, "-o", str(data),
+                            "--train", "0", "--test", str(n), "--seed", "2027", "--force"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert built.returncode == 0, built.stderr
+    codec = get_codec("sudoku" if like == "default" else like)
+    return [codec.decode(tokens) for tokens in read_examples(str(data), "test").inputs]
+
+
+def solve_json(model: str | Path, puzzles: list[str], tmp_path: Path) -> list[dict]:
+    file = tmp_path / "puzzles.txt"
+    file.write_text("\n\n".join(puzzles) + "\n")
+    result = subprocess.run([sys.executable, "-m", "trm_edge", "solve", "--model", str(model), "--file", str(file),
+                             "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_every_shipped_model_is_served_here():
+    assert sorted(p.name for p in MODELS.iterdir() if (p / "bundle").is_dir()) == sorted(SHIPPED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_answers_over_http_equal_solve_json_under_64_concurrent_clients(serving, name, tmp_path):
+    """Puzzles sent by 64 clients at once, one to three per request, join and leave one shared batch at every step:
+    each answer is what `solve --json` gives for that puzzle alone, field for field."""
+    bundle = MODELS / name / "bundle"
+    puzzles = fresh_puzzles(name, 192, tmp_path)
+    expected = solve_json(bundle, puzzles, tmp_path)
+    server = serving(bundle, "--max-batch", "16")
+    bounds = np.cumsum([0] + [1, 2, 3] * 32)  # 192 puzzles in 96 requests
+    chunks = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]  # noqa: B905
+
+    def send(chunk: list[int]) -> list[dict]:
+        status, body = server.solve({"puzzles": [puzzles[i] for i in chunk]})
+        assert status == 200, body
+        return body["answers"]
+
+    with ThreadPoolExecutor(64) as pool:
+        answered = list(pool.map(send, chunks))
+    for chunk, answers in zip(chunks, answered):  # noqa: B905
+        for k, (i, got) in enumerate(zip(chunk, answers)):  # noqa: B905
+            assert got == {**expected[i], "puzzle": f"puzzle {k + 1}"}, i
+    assert sum(map(len, chunks)) == len(puzzles)
+    assert server.metric("trm_edge_requests_total{outcome=\"ok\"}") == len(chunks)
+    steps = sum(answer["steps"] for answer in expected)
+    # continuous batching: fewer steps of the batch than a puzzle-by-puzzle loop would run
+    assert server.metric("trm_edge_batch_occupancy_count") < steps / 4
+    assert server.stop() == 0
+
+
+def test_arc_tasks_over_http_get_the_attempts_of_solve(serving, arc_bundle):
+    bundle, _, _, combined = arc_bundle
+    expected = json.loads(subprocess.run([sys.executable, "-m", "trm_edge", "solve", str(combined), "--model",
+                                          str(bundle), "--json"], capture_output=True, text=True, cwd=ROOT).stdout)
+    server = serving(bundle)
+    status, body = server.solve({"tasks": json.loads(combined.read_text())})
+    assert status == 200 and body == {"attempts": expected}
+    status, body = server.solve({"tasks": {"nope": {"train": [{"input": [[1]], "output": [[1]]}],
+                                                    "test": [{"input": [[1]]}]}}})
+    assert status == 400 and "task 'nope': this model has no puzzle embedding" in body["error"]
+
+
+def test_bad_requests_get_the_cli_message_and_nothing_is_queued(serving, tmp_path):
+    server = serving(MODELS / "default" / "bundle", "--max-body", "2000", "--max-queue", "8")
+    bad = "1" * 80
+    cli = subprocess.run([sys.executable, "-m", "trm_edge", "solve", bad], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 2
+    status, body = server.solve({"puzzles": [bad]})
+    assert status == 400 and f"error: {body['error']}" == cli.stderr.strip()
+    status, body = server.solve(b'{"puzzles": ["12')
+    assert status == 400 and body["error"].startswith("request body: invalid JSON")
+    status, body = server.solve({"grids": []})
+    assert status == 400 and '{"puzzles": [PUZZLE, ...]}' in body["error"]
+    status, body = server.solve({"puzzles": ["." * 81] * 40})  # 3,300 bytes
+    assert status == 413 and "--max-body" in body["error"]
+    status, body = server.solve({"puzzles": ["." * 81] * 9})
+    assert status == 413 and "holds 9 puzzle rows" in body["error"] and "--max-queue" in body["error"]
+    assert server.metric("trm_edge_requests_total{outcome=\"bad_request\"}") == 3
+    assert server.metric("trm_edge_requests_total{outcome=\"too_large\"}") == 2
+    assert server.metric("trm_edge_queue_depth") == 0
+
+
+def slow_request(server: Server, puzzles: int) -> bytes:
+    """A request that keeps the batch busy: the server runs --no-halt with a small batch."""
+    return json.dumps({"puzzles": ["." * 81] * puzzles}).encode()
+
+
+def test_a_full_queue_answers_503_at_once(serving):
+    server = serving(MODELS / "default" / "bundle", "--max-batch", "1", "--no-halt", "--max-queue", "8")
+    busy = threading.Thread(target=server.request, args=("POST", "/v1/solve", slow_request(server, 8)))
+    busy.start()
+    while server.metric("trm_edge_rows_in_flight") == 0:
+        time.sleep(0.01)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.connect()
+    started = time.perf_counter()
+    connection.request("POST", "/v1/solve", body=slow_request(server, 2))
+    response = connection.getresponse()
+    seconds = time.perf_counter() - started
+    body = json.loads(response.read())
+    assert response.status == 503 and response.getheader("Retry-After") == "1", body
+    assert "the queue holds 7 puzzle(s) and takes at most 8" in body["error"]
+    assert seconds < 0.05, seconds
+    busy.join()
+    assert server.metric("trm_edge_requests_total{outcome=\"queue_full\"}") == 1
+
+
+def test_a_client_that_disconnects_leaves_no_rows_in_the_batch(serving):
+    server = serving(MODELS / "default" / "bundle", "--max-batch", "4", "--no-halt")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request("POST", "/v1/solve", body=slow_request(server, 64))
+    while server.metric("trm_edge_rows_in_flight") == 0:
+        time.sleep(0.01)
+    assert server.metric("trm_edge_queue_depth") > 0
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    deadline = time.monotonic() + 10
+    while server.metric("trm_edge_rows_in_flight") + server.metric("trm_edge_queue_depth") and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.metric("trm_edge_rows_in_flight") == server.metric("trm_edge_queue_depth") == 0
+    assert server.metric("trm_edge_requests_total{outcome=\"disconnected\"}") == 1
+    status, body = server.solve({"puzzles": ["." * 81]})  # and it serves on
+    assert status == 200 and len(body["answers"]) == 1
+
+
+def test_a_request_past_its_deadline_gets_504_and_leaves_the_batch(serving):
+    server = serving(MODELS / "default" / "bundle", "--max-batch", "2", "--no-halt", "--timeout", "0.3")
+    status, body = server.request("POST", "/v1/solve", slow_request(server, 64))[0::2]
+    assert status == 504 and "not solved within 0.3 s (--timeout)" in json.loads(body)["error"]
+    time.sleep(0.3)
+    assert server.metric("trm_edge_rows_in_flight") == server.metric("trm_edge_queue_depth") == 0
+
+
+def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(serving):
+    server = serving(MODELS / "default" / "bundle", "--max-batch", "8")
+    puzzle = "24.6.9..51..34.6.8...175.43.6....82...159.4.79..8.6......9..7..59826731...64.19.."
+    with ThreadPoolExecutor(16) as pool:
+        sent = [pool.submit(server.solve, {"puzzles": [puzzle] * 4}) for _ in range(16)]
+        while server.metric("trm_edge_queue_depth") == 0:
+            time.sleep(0.005)
+        server.process.send_signal(signal.SIGTERM)
+        results = [future.result() for future in sent]
+    assert all(status == 200 and len(body["answers"]) == 4 for status, body in results)
+    assert server.process.wait(60) == 0
+    assert "Traceback" not in server.process.stderr.read()
+    with pytest.raises(OSError):
+        server.get("/health")
+
+
+def test_health_ready_metrics_and_openapi(serving):
+    server = serving(MODELS / "maze" / "bundle")
+    assert json.loads(server.get("/health")[2]) == {"status": "alive"}
+    ready = json.loads(server.get("/ready")[2])
+    assert ready["status"] == "ready" and ready["verification"]["ok"] and ready["task"] == "maze"
+    status, headers, text = server.get("/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in ("trm_edge_requests_total", "trm_edge_queue_depth", "trm_edge_batch_occupancy_bucket",
+                 "trm_edge_puzzle_steps_bucket", "trm_edge_request_seconds_bucket"):
+        assert name in text.decode()
+    spec = json.loads(server.get("/openapi.json")[2])
+    assert {"/v1/solve", "/health", "/ready", "/metrics"} <= set(spec["paths"])
+    assert "puzzles" in spec["paths"]["/v1/solve"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "properties"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--batching", "fixed"], ["--batching 'fixed'", "'continuous'"]),
+    (["--port", "70000"], ["--port 70000", "0..65535"]),
+    (["--max-queue", "0"], ["--max-queue 0"]),
+    (["--timeout", "-1"], ["--timeout -1"]),
+])
+def test_serve_refuses_bad_options_in_one_line(args, words):
+    from tests.reliability.conftest import assert_refused
+
+    assert_refused(run_cli("serve", *args), *words)
+
+
+def test_serve_refuses_a_taken_port_before_loading(serving):
+    server = serving(MODELS / "default" / "bundle")
+    from tests.reliability.conftest import assert_refused
+
+    assert_refused(run_cli("serve", "--port", str(server.port)), f"cannot listen on 127.0.0.1:{server.port}")
+
+
+# -- the scheduler in-process: a real runtime whose step fails once -----------------------------------------------
+
+
+def test_a_failed_step_fails_only_the_requests_it_touched(bundles):
+    from trm_edge.runtimes import open_runtime
+    from trm_edge.runtimes.recursion import Recursion
+    from trm_edge.serve.scheduler import Job, RequestFeed, Scheduler
+
+    _, bundle = bundles("mlp")
+    rt = open_runtime(bundle, "onnxruntime").load()
+    start, calls = rt.start, []
+
+    def failing_start(**kwargs):
+        recurrence = start(**kwargs)
+        step = recurrence.step
+
+        def flaky():
+            calls.append(len(calls))
+            if len(calls) == 2:
+                raise RuntimeError("injected: the device went away")
+            return step()
+
+        recurrence.step = flaky
+        return recurrence
+
+    rt.start = failing_start
+    feed = RequestFeed(64)
+    scheduler = Scheduler(Recursion(rt, batch_size=4, halt=False, max_steps=3), feed)
+    scheduler.start()
+    scheduler.ready.wait()
+    finished = threading.Event()
+    jobs: list[Job] = []
+
+    def done(job: Job) -> None:
+        if all(j.finished for j in jobs):
+            finished.set()
+
+    tokens = np.random.default_rng(0).integers(1, 11, size=(6, 81)).astype(np.int32)
+    jobs += [Job(tokens[:4], np.zeros(4, np.int64), done), Job(tokens[4:], np.zeros(2, np.int64), done)]
+    for job in jobs:
+        feed.submit(job)
+    assert finished.wait(60)
+    scheduler.stop(60)
+    assert jobs[0].error == "the runtime failed: injected: the device went away"
+    assert jobs[1].error is None and (jobs[1].output.steps == 3).all()
+    assert feed.in_flight == feed.queued == 0
