@@ -11,14 +11,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Directories stand for every .py file below them: the puzzles, the bundle contract and reader, the runtimes, the
-# target profiles and the CLI, with the top-level modules they import. From the torch side only the checkpoint
-# reader (trm/checkpoint.py, torch-free, and its package's __init__): the runtimes resolve the shipped default
-# model and name a directory that is neither a bundle nor a checkpoint with it.
+# target profiles, the CLI and the server, with the top-level modules they import. From the torch side only the
+# checkpoint reader (trm/checkpoint.py, torch-free, and its package's __init__): the runtimes resolve the shipped
+# default model and name a directory that is neither a bundle nor a checkpoint with it.
 DEVICE_SIDE = (
     "trm_edge/__init__.py", "trm_edge/__main__.py", "trm_edge/cli.py", "trm_edge/errors.py", "trm_edge/io.py",
     "trm_edge/locking.py", "trm_edge/machine.py",
     "trm_edge/quiet.py", "trm_edge/config.py", "trm_edge/progress.py", "trm_edge/version.py",
     "trm_edge/puzzles", "trm_edge/bundle", "trm_edge/runtimes", "trm_edge/targets", "trm_edge/commands",
+    "trm_edge/serve",
     "trm_edge/trm/__init__.py", "trm_edge/trm/checkpoint.py",
 )
 HOST_ONLY = ("trm_edge/runtimes/torch_ref.py",)  # the torch reference runtime (checkpoints, not bundles)

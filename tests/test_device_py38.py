@@ -237,3 +237,26 @@ def test_the_device_commands_run_on_python_3_8():
     assert "PASS" in verified.stdout
     host = device("export", "default", "--target", "cpu", "-o", str(ROOT / ".no-such-bundle"))
     assert host.returncode == 2 and "pip install 'trm-edge[host]'" in host.stderr, host.stderr
+
+
+def test_serve_runs_on_python_3_8():
+    """`trm-edge serve` under a real Python 3.8 with the serve extra's releases for it (pip picks them: fastapi,
+    uvicorn and prometheus-client dropped 3.8 later): ready, one answer equal to solve's, SIGTERM exits 0."""
+    found = _python38()
+    if found is None:
+        pytest.skip("no Python 3.8 with the device-side packages (see test_the_device_commands_run_on_python_3_8)")
+    python, site = found
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(SHIM), str(ROOT), site])), "PYTHONNOUSERSITE": "1"}
+    if subprocess.run([python, "-c", "import fastapi, uvicorn, prometheus_client"], env={**os.environ, **env},
+                      capture_output=True).returncode:
+        pytest.skip(f"{python} lacks the serve extra (pip install '.[serve]' there)")
+    from tests.runtimes.serving import Server
+
+    server = Server(BUNDLE, python=python, env=env)
+    try:
+        status, body = server.solve({"puzzles": [PUZZLE]})
+        solved = subprocess.run([sys.executable, "-m", "trm_edge", "solve", PUZZLE, "--model", str(BUNDLE), "--json"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert status == 200 and body["answers"] == [json.loads(solved.stdout)]
+    finally:
+        assert server.stop() == 0

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import typer
 
 from trm_edge.commands import data, export, model, quantize, runtime, train
-from trm_edge.errors import TrmEdgeError, missing_host_package
+from trm_edge.errors import TrmEdgeError, missing_package
 from trm_edge.quiet import set_verbose
 from trm_edge.version import __version__
 
@@ -59,15 +59,15 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2, never a traceback; so does
-    a host-side package (torch, onnx, ...) missing from a device-only install. Ctrl-C and SIGTERM clean up and
-    exit 130 and 143."""
+    a package of an optional extra (torch, onnx, fastapi, ...) missing from the install. Ctrl-C and SIGTERM clean
+    up and exit 130 and 143 (serve drains and exits 0 on SIGTERM)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except TrmEdgeError as error:
         _fail(error)
     except ModuleNotFoundError as error:
-        missing = missing_host_package(error)
+        missing = missing_package(error)
         if missing is None:
             raise
         _fail(missing)

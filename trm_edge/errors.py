@@ -69,19 +69,23 @@ class OutputLockedError(TrmEdgeError):
     """Another trm-edge process is writing the same output path (its PID in the message)."""
 
 
-# What only the host side imports (training, import, export, quantize, plots): the ``host`` extra, which a
-# device-only install (``pip install trm-edge``) lacks.
+# Packages of the optional extras: what only the host side imports (training, import, export, quantize, plots), the
+# ``host`` extra, which a device-only install (``pip install trm-edge``) lacks; and the server's, the ``serve`` extra.
 HOST_PACKAGES = ("torch", "onnx", "onnxslim", "safetensors", "matplotlib", "huggingface_hub")
+SERVE_PACKAGES = ("fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client")
+EXTRAS = {"host": ("the host side: training, import, export, quantize, plots", HOST_PACKAGES),
+          "serve": ("the server, trm-edge serve", SERVE_PACKAGES)}
 
 
-def missing_host_package(error: ImportError) -> TrmEdgeError | None:
-    """The one-line error for a failed import of a host-side package (None for any other module): the
-    command needs ``pip install 'trm-edge[host]'``."""
+def missing_package(error: ImportError) -> TrmEdgeError | None:
+    """The one-line error for a failed import of a package of an optional extra (None for any other module): the
+    command needs ``pip install 'trm-edge[EXTRA]'``."""
     package = (error.name or "").partition(".")[0]
-    if package not in HOST_PACKAGES:
-        return None
-    return RuntimeUnavailableError(f"{package} is not installed here, and this command needs it (the host side: "
-                                   "training, import, export, quantize, plots): pip install 'trm-edge[host]'")
+    for extra, (what, packages) in EXTRAS.items():
+        if package in packages:
+            return RuntimeUnavailableError(f"{package} is not installed here, and this command needs it ({what}): "
+                                           f"pip install 'trm-edge[{extra}]'")
+    return None
 
 
 def choices(values: Iterable[object]) -> str:
