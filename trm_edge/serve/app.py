@@ -3,8 +3,9 @@ the OpenAPI description FastAPI writes (``/openapi.json``, ``/docs``).
 
 A request's body is read up to the size limit (413 beyond), parsed as ``trm-edge solve`` parses puzzles (400 with
 the CLI's one-line message), queued (503 with Retry-After at once when the queue is full) and awaited together with
-the client's connection: a client that disconnects has its rows dropped from the batch at the next step. Its
-deadline passed, it gets 504; a runtime failure on its rows, 500, and the server goes on.
+the client's connection and its deadline: a client that disconnects, or a request past ``--timeout`` (504), has its
+puzzles dropped from the queue at once and its rows from the batch before the next step. A runtime failure on its
+rows is a 500, and the server goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from trm_edge.errors import TrmEdgeError
 from trm_edge.serve.metrics import Metrics
-from trm_edge.serve.scheduler import Job, NotAccepting, QueueFull, RequestFeed, Scheduler, fail
+from trm_edge.serve.scheduler import Job, NotAccepting, QueueFull, RequestFeed, Scheduler
 from trm_edge.serve.work import REQUEST_SCHEMA, Reader, RequestTooLarge
 from trm_edge.version import __version__
 
@@ -107,8 +108,7 @@ def create_app(service: Service) -> FastAPI:
         def done(job: Job) -> None:
             loop.call_soon_threadsafe(lambda: answered.done() or answered.set_result(job))
 
-        deadline = None if service.timeout is None else started + service.timeout
-        job = Job(work.inputs, work.identifiers, done, deadline=deadline)
+        job = Job(work.inputs, work.identifiers, done)
         try:
             service.feed.submit(job)
         except QueueFull as failure:
@@ -116,14 +116,16 @@ def create_app(service: Service) -> FastAPI:
         except NotAccepting as failure:
             return error(503, "unavailable", str(failure), **{"Retry-After": str(RETRY_AFTER_S)})
         gone = asyncio.ensure_future(_disconnected(request))
+        left = None if service.timeout is None else max(0.0, started + service.timeout - time.monotonic())
         try:
-            await asyncio.wait({answered, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({answered, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
-        if not answered.done():  # the client left: its rows leave the batch at the next step
-            fail(job, "cancelled")
-            return error(499, "disconnected", "the client closed the connection")
-        if job.error == "timeout":
+        if not answered.done():  # its rows leave the batch before the next step
+            if gone.done():
+                service.feed.cancel(job, "the client closed the connection")
+                return error(499, "disconnected", "the client closed the connection")
+            service.feed.cancel(job, "timeout")
             return error(504, "timeout", f"not solved within {service.timeout:g} s (--timeout)")
         if job.error is not None:
             return error(500, "error", job.error)

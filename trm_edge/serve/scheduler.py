@@ -3,8 +3,9 @@ queue that requests fill while it runs.
 
 With continuous batching (``refill``) a waiting puzzle takes a row at the next step after a row halts, whichever
 request either belongs to; ``whole`` batching waits until the batch is empty before it takes new puzzles, as a
-server that runs fixed batches does. A request leaves the queue and the batch when its client is gone or its
-deadline passes; a failed step fails the requests with rows in that step, and the loop starts again for the rest.
+server that runs fixed batches does. A cancelled request (its client gone, its deadline passed) leaves the queue at
+once and the batch before the next step; a failed step fails the requests with rows in that step, and the loop
+starts again for the rest.
 
 numpy only: no torch here (the device side).
 """
@@ -15,7 +16,6 @@ import collections
 import itertools
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,17 +37,15 @@ class NotAccepting(TrmEdgeError):
 
 @dataclass(eq=False)
 class Job:
-    """One request's puzzles through the scheduler. ``on_done(job)`` is called once, from the scheduler's thread,
-    when every puzzle has its answer (``output``), or with ``error`` set when the job failed or was dropped."""
+    """One request's puzzles through the scheduler. ``on_done(job)`` is called when every puzzle has its answer
+    (``output``), from the scheduler's thread, or with ``error`` set when the job failed or was cancelled."""
 
     inputs: np.ndarray  # [n, seq_len] int32, checked
     identifiers: np.ndarray  # [n] int64
     on_done: Callable[[Job], Any]
-    deadline: float | None = None  # time.monotonic() after which the answers are no longer wanted
     output: SolveOutput = field(init=False)
-    error: str | None = None  # why the job failed: "timeout", "cancelled", or the runtime's error
+    error: str | None = None  # why the job failed or was cancelled
     left: int = field(init=False)
-    submitted: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         n, seq_len = self.inputs.shape
@@ -58,9 +56,6 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.left == 0 or self.error is not None
-
-    def expired(self, now: float) -> bool:
-        return self.deadline is not None and now > self.deadline
 
 
 class RequestFeed:
@@ -95,6 +90,12 @@ class RequestFeed:
             self.queue.extend((next(self.keys), job, row) for row in range(n))
             self.lock.notify()
 
+    def cancel(self, job: Job, reason: str) -> None:
+        """The job's answers are no longer wanted: its queued puzzles leave now, its rows before the next step."""
+        with self.lock:
+            fail(job, reason)
+            self.queue = collections.deque(entry for entry in self.queue if entry[1] is not job)
+
     def close(self) -> None:
         """Take no more requests; the loop ends once the queued and in-flight puzzles are answered."""
         with self.lock:
@@ -104,12 +105,11 @@ class RequestFeed:
     def take(self, limit: int, *, idle: bool) -> Arrivals | None:
         with self.lock:
             if idle and not self.queue and not self.closed:
-                self.lock.wait(timeout=0.2)  # wake to drop expired requests even when nothing arrives
-            now = time.monotonic()
+                self.lock.wait(timeout=1.0)
             taken: list[tuple[int, Job, int]] = []
             while self.queue and len(taken) < limit:
                 key, job, row = self.queue.popleft()
-                if not self.dropped(job, now):
+                if job.error is None:
                     taken.append((key, job, row))
             if not taken:
                 return None if self.closed and not self.queue else Arrivals(*EMPTY)
@@ -121,18 +121,11 @@ class RequestFeed:
         return Arrivals(keys, inputs, identifiers)
 
     def withdrawn(self, keys: np.ndarray) -> np.ndarray:
-        now = time.monotonic()
         with self.lock:
-            gone = np.array([self.dropped(self.flight[int(k)][0], now) for k in keys], bool)
+            gone = np.array([self.flight[int(k)][0].error is not None for k in keys], bool)
             for k in keys[gone]:
                 del self.flight[int(k)]
         return gone
-
-    def dropped(self, job: Job, now: float) -> bool:
-        """Whether ``job``'s answers are no longer wanted; a job past its deadline fails here with "timeout"."""
-        if job.error is None and job.expired(now):
-            fail(job, "timeout")
-        return job.error is not None
 
     def finished(self, keys: np.ndarray) -> list[tuple[Job, int]]:
         with self.lock:
@@ -214,5 +207,4 @@ class Scheduler:
             out.halted[row] = step.halted[i]
             job.left -= 1
             if not job.left:
-                out.seconds = time.monotonic() - job.submitted
                 job.on_done(job)
