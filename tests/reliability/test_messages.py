@@ -3,6 +3,8 @@ at 80 columns."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.reliability.conftest import assert_refused, cli
@@ -42,3 +44,16 @@ def test_the_target_list_is_readable_at_80_columns():
     assert result.returncode == 0, result.stderr
     assert "…" not in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_a_maze_whose_first_row_is_a_small_maze_is_read_as_one_maze(tmp_path):
+    """A 9x9 maze whose first row holds the start and the goal: that row alone parses as a 3x3 maze, and the file
+    must still be read as one 9x9 maze, not as nine one-line puzzles of the wrong size."""
+    maze = ["S  #    G", *MAZE[1:]]
+    maze[1] = maze[1].replace("S", " ")
+    maze[7] = maze[7].replace("G", " ")
+    path = tmp_path / "maze.txt"
+    path.write_text("\n".join(maze) + "\n")
+    result = cli("solve", "--model", "maze", "--file", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["puzzle"] for line in result.stdout.splitlines()] == [f"{path}:1"]

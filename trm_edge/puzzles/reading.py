@@ -39,7 +39,7 @@ def read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
         if not blocks:
             raise PuzzleError(f"{str(file)!r} holds no puzzles")
         for start, lines in blocks:
-            if len(lines) > 1 and parses(codec, lines[0]):  # a block of one-line puzzles
+            if len(lines) > 1 and parses(codec, lines[0], seq_len):  # a block of one-line puzzles of the model's size
                 items += [(f"{file}:{start + k}", line) for k, line in enumerate(lines)]
             else:  # one puzzle, whose error (a missing row, a missing cell) names the puzzle as written
                 items.append((f"{file}:{start}", "\n".join(lines)))
@@ -57,12 +57,12 @@ def read_puzzles(puzzles: list[str], file: Path | None, codec, seq_len: int
     return parsed, errors
 
 
-def parses(codec, text: str) -> bool:
+def parses(codec, text: str, cells: int) -> bool:
+    """Whether ``text`` is one puzzle of ``cells`` cells (the first row of a 9x9 maze is a 3x3 maze, not a puzzle)."""
     try:
-        codec.parse(text)
+        return codec.parse(text).size == cells
     except PuzzleError:
         return False
-    return True
 
 
 def size_text(cells: int) -> str:
