@@ -144,17 +144,48 @@ def parameter_count(config: TRMConfig) -> int:
     return count
 
 
-def flops_per_step(config: TRMConfig) -> int:
-    """Multiply-adds x 2 of one supervision step for one puzzle (norms and activations not counted)."""
+@dataclass(frozen=True)
+class Gemm:
+    """One matrix product of a supervision step: ``[m, k] x [k, n]``, ``batched`` independent ones at a time
+    (attention's per-head products), ``count`` times per step. ``weights``: the second operand is a weight (what
+    INT8 quantizes); attention's q @ k^T and weighted sum multiply two activations and stay float."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    count: int
+    batched: int = 1
+    weights: bool = True
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 of all ``count`` products."""
+        return 2 * self.m * self.k * self.n * self.batched * self.count
+
+
+def step_gemms(config: TRMConfig, batch: int = 1) -> list[Gemm]:
+    """The matrix products of one supervision step of ``batch`` puzzles, as the step graph computes them."""
     d, s = config.hidden_size, config.total_len
     inner = swiglu_inner_size(d, config.expansion)
-    per_layer = 2 * s * 3 * d * inner
+    layers = config.applications_per_step * config.L_layers
+    gemms = [Gemm("channel SwiGLU gate+up", batch * s, d, 2 * inner, layers),
+             Gemm("channel SwiGLU down", batch * s, inner, d, layers)]
     if config.mlp_t:
-        per_layer += 2 * d * 3 * s * swiglu_inner_size(s, config.expansion)
+        inner_t = swiglu_inner_size(s, config.expansion)
+        gemms += [Gemm("token-mixing gate+up", batch * d, s, 2 * inner_t, layers),
+                  Gemm("token-mixing down", batch * d, inner_t, s, layers)]
     else:
-        per_layer += 2 * s * 4 * d * d + 2 * 2 * s * s * d  # projections + QK^T and AV
-    heads = 2 * config.seq_len * d * config.vocab_size + 2 * d * 2
-    return config.applications_per_step * config.L_layers * per_layer + heads
+        head = d // config.num_heads
+        gemms += [Gemm("attention qkv", batch * s, d, 3 * d, layers), Gemm("attention out", batch * s, d, d, layers),
+                  Gemm("attention q @ k^T", s, head, s, layers, batched=batch * config.num_heads, weights=False),
+                  Gemm("attention weights @ v", s, s, head, layers, batched=batch * config.num_heads, weights=False)]
+    return [*gemms, Gemm("lm_head", batch * config.seq_len, d, config.vocab_size, 1), Gemm("q_head", batch, d, 2, 1)]
+
+
+def flops_per_step(config: TRMConfig) -> int:
+    """Multiply-adds x 2 of one supervision step for one puzzle (norms and activations not counted)."""
+    return sum(gemm.flops for gemm in step_gemms(config))
 
 
 @dataclass(frozen=True)

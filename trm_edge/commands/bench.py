@@ -31,11 +31,15 @@ def bench(
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per batch size (and model)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed runs first."),
     threads: int = common.threads_option(),
+    limit: bool = typer.Option(True, "--limit/--no-limit", help="Also time the model's own GEMMs alone, in its "
+                               "precision, on every installed CPU runtime (once per machine: cached), and print the "
+                               "step's percentage of that limit (a GPU module: its published dense rate)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG of latency and throughput vs batch."),
     as_json: bool = common.json_option(),
     force: bool = common.force_option("Replace an existing --plot file."),
 ) -> None:
-    """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory.
+    """Latency and throughput: per-step and per-puzzle p50/p95, puzzles/s, GFLOP/s, peak memory, and how close
+    a full step comes to this machine's limit for the model (% limit: its GEMMs timed alone, all else free).
 
     With several models (say a float and an INT8 bundle), each round runs every model once, so that load from
     elsewhere hits all alike, and puzzles/s is reported as a ratio to the first model. Puzzles halt as in solve
@@ -93,7 +97,11 @@ def bench(
     for entry in entries:
         for row, base in zip(entry["results"], entries[0]["results"]):  # noqa: B905
             row["speedup"] = row["puzzles_per_s"] / base["puzzles_per_s"]
-    report = {"data": str(data) if data else "random", "baseline": entries[0]["model"], "models": entries}
+    if limit:
+        for entry, rt in zip(entries, rts):  # noqa: B905
+            _add_limits(entry, rt, threads)
+    report = {"machine": _machine(threads), "data": str(data) if data else "random", "baseline": entries[0]["model"],
+              "models": entries}
     if every:
         report["ranking"] = _ranking(entries, batch)
     if plot is not None:
@@ -107,6 +115,25 @@ def bench(
     _print_report(report)
 
 
+def _machine(threads: int | None) -> dict[str, Any]:
+    from trm_edge.machine import cpu_features, cpu_name, usable_cores
+
+    return {"cpu": cpu_name(), "features": cpu_features(), "threads": threads or usable_cores()}
+
+
+def _add_limits(entry: dict[str, Any], rt: Any, threads: int | None) -> None:
+    """Each result's ``limit`` (the step at this machine's limit, runtimes/ceiling.py) and ``percent_of_limit``
+    (of its full steps' median; None where it had none, or no limit could be had)."""
+    from trm_edge.machine import usable_cores
+    from trm_edge.runtimes.ceiling import step_limit
+
+    for row in entry["results"]:
+        found = step_limit(rt, row["batch"], threads=threads or rt.threads or usable_cores())
+        row["limit"] = None if found is None else found.to_dict()
+        step = row["full_step_ms_p50"]
+        row["percent_of_limit"] = None if found is None or not step else found.percent(step)
+
+
 def _print_report(report: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
@@ -117,14 +144,25 @@ def _print_report(report: dict[str, Any]) -> None:
     labels = [_label(e).replace(" (", "\n(") for e in entries]
     table.add_column("model", overflow="fold", min_width=min(max(len(w) for label in labels
                                                                  for w in label.split("\n")), 24))
-    for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s"):
+    limits = any("limit" in r for e in entries for r in e["results"])
+    for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s", *(["limit ms", "% limit"] * limits)):
         table.add_column(col, justify="right")
     for entry, label in zip(entries, labels):  # noqa: B905
         for r in entry["results"]:
-            table.add_row(label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
-                          f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x",
-                          f"{r['gflops']:.1f}" if r["gflops"] else "-")
+            cells = [label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
+                     f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x", f"{r['gflops']:.1f}" if r["gflops"] else "-"]
+            if limits:
+                cells += [f"{r['limit']['ms']:.1f}" if r.get("limit") else "-",
+                          f"{r['percent_of_limit']:.0f}%" if r.get("percent_of_limit") else "-"]
+            table.add_row(*cells)
+    machine = report["machine"]
+    console.print(f"{machine['cpu']} ({', '.join(machine['features']) or 'no int8/bf16 matrix instructions'}), "
+                  f"{machine['threads']} threads", markup=False, highlight=False)
     console.print(table)
+    if limits:
+        console.print("limit: the step's GEMMs timed alone in the model's precision on the fastest installed runtime "
+                      "for each (all else free); % limit: that over the median step with the whole batch in flight",
+                      markup=False, highlight=False)
     loads = ", ".join(f"{_label(e)} {e['load_s']:.2f} s" for e in entries)
     console.print(f"load: {loads}")
     for b, ranked in (report.get("ranking") or {}).items():

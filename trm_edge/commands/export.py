@@ -113,8 +113,9 @@ def targets(
         console.print(table)
         return
     profiles = list_targets()
+    machine = _this_machine(profiles)
     if as_json:
-        print_json({"targets": [p.to_dict() for p in profiles]})
+        print_json({"targets": [p.to_dict() for p in profiles], "this_machine": machine})
         return
     from rich import box
     from rich.table import Table
@@ -128,3 +129,15 @@ def targets(
         table.add_row(p.name, "\n".join(p.runtimes), " ".join(p.precisions), int8,
                       f"{p.memory_budget_mb} MB" if p.memory_budget_mb else "-")
     console.print(table)
+    console.print(f"this machine: {machine['cpu']}; int8/bf16 matrix instructions: "
+                  f"{', '.join(machine['features']) or 'none'}; CPU targets it runs: "
+                  f"{', '.join(machine['cpu_targets']) or 'none'}", markup=False, highlight=False)
+
+
+def _this_machine(profiles: list) -> dict:
+    """This CPU, its int8/bf16 matrix instructions, and the CPU targets whose required features it has."""
+    from trm_edge.machine import cpu_features, cpu_flags, cpu_name
+
+    flags = cpu_flags()
+    return {"cpu": cpu_name(), "features": cpu_features(),
+            "cpu_targets": [p.name for p in profiles if p.family == "cpu" and set(p.cpu_features) <= flags]}

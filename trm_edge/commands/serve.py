@@ -44,8 +44,9 @@ def serve(
     max_body: int = typer.Option(4 << 20, "--max-body", help="Largest request body in bytes (413 beyond).",
                                  callback=_positive("--max-body")),
     batching: str = typer.Option("continuous", "--batching", help="continuous: a waiting puzzle takes a halted "
-                                 "puzzle's row at the next step. whole: fixed batches, new puzzles only once the "
-                                 "batch is empty (what a generic model server does; the benchmark's baseline)."),
+                                 "puzzle's row at the next step. whole: fixed batches through every step, new puzzles "
+                                 "once the batch is done (what a generic model server does; the benchmark's baseline); "
+                                 "the answers are the same."),
     max_steps: int = common.max_steps_option(),
     halt: bool = common.halt_option(),
     threshold: float = common.threshold_option(),

@@ -39,6 +39,7 @@ class Latency:
     mean_steps: float
     step_ms_p50: float
     step_ms_p95: float
+    full_step_ms_p50: float | None  # steps with every row of the batch in flight (what the limit is for)
     puzzle_s_p50: float  # a puzzle's latency: its whole batch's run
     puzzle_s_p95: float
     puzzles_per_s: float
@@ -85,11 +86,13 @@ def bench_side_by_side(runtimes: Sequence[Runtime], inputs: np.ndarray, *, batch
 def _latency_summary(runtime: Runtime, solver: Solver, t: dict[str, list[float]], *, batch_size: int,
                      halt: bool) -> Latency:
     flops = flops_per_step(runtime.config) * float(np.sum(t["step_rows"]))
+    full = [s for s, rows in zip(t["step_seconds"], t["step_rows"]) if rows == batch_size]  # noqa: B905
     step_total = float(np.sum(t["step_seconds"]))
     return Latency(
         batch=batch_size, max_steps=solver.max_steps, halt=halt, repeats=len(t["runs"]),
         mean_steps=float(np.mean(t["steps"])),
         step_ms_p50=1e3 * percentile(t["step_seconds"], 50), step_ms_p95=1e3 * percentile(t["step_seconds"], 95),
+        full_step_ms_p50=1e3 * percentile(full, 50) if full else None,
         puzzle_s_p50=percentile(t["runs"], 50), puzzle_s_p95=percentile(t["runs"], 95),
         puzzles_per_s=batch_size / percentile(t["runs"], 50),
         gflops=flops / step_total / 1e9 if step_total else None,

@@ -28,10 +28,10 @@ class Metrics:
         for outcome in OUTCOMES:  # every series exists from the start, at 0
             self.requests.labels(outcome)
 
-    def on_step(self, step: Any) -> None:
+    def on_step(self, step: Any, answered_steps: Any) -> None:
         self.occupancy.observe(step.rows / self.capacity)
         self.step_seconds.observe(step.seconds)
-        for steps in step.steps[step.done]:
+        for steps in answered_steps:
             self.steps.observe(int(steps))
 
     def exposition(self) -> tuple[bytes, str]:

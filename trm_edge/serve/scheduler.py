@@ -2,10 +2,11 @@
 queue that requests fill while it runs.
 
 With continuous batching (``refill``) a waiting puzzle takes a row at the next step after a row halts, whichever
-request either belongs to; ``whole`` batching waits until the batch is empty before it takes new puzzles, as a
-server that runs fixed batches does. A cancelled request (its client gone, its deadline passed) leaves the queue at
-once and the batch before the next step; a failed step fails the requests with rows in that step, and the loop
-starts again for the rest.
+request either belongs to. ``whole`` batching is what a generic model server does with a looped model: a fixed
+batch runs every step, and new puzzles wait until it is done; each puzzle is still answered at its halting step.
+
+A cancelled request (its client gone, its deadline passed) leaves the queue at once and the batch before the next
+step; a failed step fails the requests with rows in that step, and the loop starts again for the rest.
 
 numpy only: no torch here (the device side).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle.contract import halts
 from trm_edge.errors import TrmEdgeError
 from trm_edge.runtimes.recursion import Arrivals, Recursion, StepResult
 from trm_edge.runtimes.solver import SolveOutput
@@ -127,9 +129,16 @@ class RequestFeed:
                 del self.flight[int(k)]
         return gone
 
-    def finished(self, keys: np.ndarray) -> list[tuple[Job, int]]:
+    def entries(self, keys: np.ndarray) -> list[tuple[Job, int]]:
+        """The (job, row) of each key in flight."""
         with self.lock:
-            return [self.flight.pop(int(k)) for k in keys]
+            return [self.flight[int(k)] for k in keys]
+
+    def release(self, keys: np.ndarray) -> None:
+        """These rows have left the batch."""
+        with self.lock:
+            for k in keys:
+                del self.flight[int(k)]
 
     def fail_in_flight(self, error: str) -> int:
         """Fail every job with a row in flight (a step failed): returns how many jobs."""
@@ -151,13 +160,19 @@ def fail(job: Job, error: str) -> None:
 
 
 class Scheduler:
-    """Runs ``recursion`` over a :class:`RequestFeed` in its own thread. ``on_step(step)`` is called after every
-    step (metrics); ``prepare()`` runs first in the same thread (loading the model, verifying it) and its
-    exception, if any, is kept in ``failure`` and ends the thread."""
+    """Runs ``recursion`` over a :class:`RequestFeed` in its own thread. ``on_step(step, steps)`` is called after
+    every step with the steps of the puzzles answered at it (metrics); ``prepare()`` runs first in the same thread
+    (loading the model, verifying it) and its exception, if any, is kept in ``failure`` and ends the thread.
+
+    ``answer_halted``: the recursion keeps every row to its last step (whole batching: ``halt=False``, no refill),
+    and each puzzle is answered at its first step that the halting rule stops, as it would leave the batch under
+    continuous batching: the same answers, for the compute of every step."""
 
     def __init__(self, recursion: Recursion, feed: RequestFeed, *, prepare: Callable[[], Any] = lambda: None,
-                 on_step: Callable[[StepResult], Any] = lambda step: None) -> None:
+                 on_step: Callable[[StepResult, np.ndarray], Any] = lambda step, steps: None,
+                 answer_halted: bool = False) -> None:
         self.recursion, self.feed, self.prepare, self.on_step = recursion, feed, prepare, on_step
+        self.answer_halted = answer_halted
         self.failure: BaseException | None = None
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="trm-edge-scheduler", daemon=True)
@@ -183,8 +198,7 @@ class Scheduler:
         while True:
             try:
                 for step in self.recursion.run(self.feed):
-                    self._answer(step)
-                    self.on_step(step)
+                    self.on_step(step, self._answer(step))
                 return
             except Exception as error:  # the step failed: only the requests it touched fail, the loop goes on
                 message = " ".join(str(error).split()) or type(error).__name__
@@ -192,19 +206,24 @@ class Scheduler:
                 print(f"trm-edge serve: a step failed ({message}); {failed} request(s) failed, serving goes on",
                       file=sys.stderr)
 
-    def _answer(self, step: StepResult) -> None:
-        finished = np.flatnonzero(step.done)
-        if not finished.size:
-            return
-        preds = step.preds(finished)
-        for k, (i, (job, row)) in enumerate(zip(finished, self.feed.finished(step.puzzles[finished]))):  # noqa: B905
-            if job.error is not None:
-                continue
-            out = job.output
-            out.preds[row] = preds[k]
-            out.steps[row] = step.steps[i]
-            out.q_halt_logits[row] = step.q_halt_logits[i]
-            out.halted[row] = step.halted[i]
-            job.left -= 1
-            if not job.left:
-                job.on_done(job)
+    def _answer(self, step: StepResult) -> np.ndarray:
+        """Record the answers decided at ``step``; returns their steps."""
+        halted = step.halted | (halts(step.q_halt_logits, self.recursion.threshold) if self.answer_halted else False)
+        rows = np.flatnonzero(halted | step.done)
+        answered = []
+        if rows.size:
+            preds = step.preds(rows)
+            for k, (i, (job, row)) in enumerate(zip(rows, self.feed.entries(step.puzzles[rows]))):  # noqa: B905
+                out = job.output
+                if job.error is not None or out.steps[row]:  # dropped, or answered at an earlier step
+                    continue
+                out.preds[row] = preds[k]
+                out.steps[row] = step.steps[i]
+                out.q_halt_logits[row] = step.q_halt_logits[i]
+                out.halted[row] = halted[i]
+                answered.append(step.steps[i])
+                job.left -= 1
+                if not job.left:
+                    job.on_done(job)
+        self.feed.release(step.puzzles[step.done])
+        return np.array(answered, np.int32)

@@ -43,8 +43,9 @@ def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, m
     from trm_edge.serve.scheduler import RequestFeed, Scheduler
     from trm_edge.serve.work import Reader
 
-    recursion = Recursion(runtime, batch_size=max_batch, max_steps=max_steps, halt=halt, threshold=threshold,
-                          refill=batching == "continuous")
+    whole = batching == "whole"  # a fixed batch through every step; answers still at each puzzle's halting step
+    recursion = Recursion(runtime, batch_size=max_batch, max_steps=max_steps, halt=halt and not whole,
+                          threshold=threshold, refill=not whole)
     feed = RequestFeed(max_queue)
     reader = Reader(runtime, max_puzzles=max_queue)
     model: dict[str, Any] = {"model": runtime.source.label, "task": runtime.task, "batching": batching,
@@ -61,7 +62,7 @@ def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, m
         reader.load()
         model["verification"] = verify(runtime)
 
-    scheduler = Scheduler(recursion, feed, prepare=prepare, on_step=metrics.on_step)
+    scheduler = Scheduler(recursion, feed, prepare=prepare, on_step=metrics.on_step, answer_halted=whole and halt)
     config = uvicorn.Config(None, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
     server = uvicorn.Server(config)
     service = Service(scheduler, feed, reader, metrics, model, max_body, timeout,

@@ -177,6 +177,9 @@ class Target:
     source: str = ""
     speed: dict[str, float] = field(default_factory=dict)  # "RUNTIME PRECISION" -> puzzles/s vs the first entry
     speed_how: str = ""  # where, how and when ``speed`` was measured
+    # a GPU module's published dense rates, {"int8_tops", "fp16_tflops", "source"}: bench's limit for the step
+    # until a device measures it (runtimes/ceiling.py)
+    published_dense: dict[str, Any] | None = None
 
     def ranking(self, precision: str) -> tuple[str, ...]:
         """The target's runtimes for a bundle of ``precision``, fastest first: those measured at that precision
@@ -211,13 +214,14 @@ class Target:
             "tensorrt": self.tensorrt,
             "cpu_features": list(self.cpu_features),
             "speed": {"how": self.speed_how, "relative": dict(self.speed)} if self.speed else None,
+            "published_dense": self.published_dense,
             "notes": list(self.notes),
         }
 
 
 _TARGET_REQUIRED = ("kind", "name", "description", "family", "runtimes", "opset", "op_list", "precisions",
                     "memory_budget_mb", "engine_build_on_device")
-_TARGET_OPTIONAL = ("int8", "tensorrt", "cpu_features", "notes", "speed")
+_TARGET_OPTIONAL = ("int8", "tensorrt", "cpu_features", "notes", "speed", "published_dense")
 RUNTIME_HINTS = ("bf16",)  # precisions a runtime may compute a float32 bundle in when asked (openvino:cpu:bf16)
 _TENSORRT_FIELDS = ("version", "jetpack", "compute_capabilities", "dla_cores")
 
@@ -255,6 +259,7 @@ def parse_target(data: dict[str, Any], *, source: str, op_lists: dict[str, OpLis
     if budget is not None and budget <= 0:
         raise TargetError(f"{where}: memory_budget_mb={budget} must be positive (or null)")
     speed, speed_how = _parse_speed(data.get("speed"), where, runtimes, precisions) if "speed" in data else ({}, "")
+    published = _parse_published(data["published_dense"], where) if "published_dense" in data else None
     return Target(
         name=f.get("name", str),
         description=f.get("description", str),
@@ -272,7 +277,22 @@ def parse_target(data: dict[str, Any], *, source: str, op_lists: dict[str, OpLis
         source=source,
         speed=speed,
         speed_how=speed_how,
+        published_dense=published,
     )
+
+
+def _parse_published(data: Any, where: str) -> dict[str, Any]:
+    """``published_dense: {int8_tops: N, fp16_tflops: N, source: TEXT}``: positive rates and where they come from."""
+    where = f"{where} published_dense"
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: must be a mapping")
+    f = _Fields(data, where, required=("int8_tops", "fp16_tflops", "source"), optional=())
+    for key in ("int8_tops", "fp16_tflops"):
+        value = f.get(key, (int, float))
+        if isinstance(value, bool) or value <= 0:
+            raise TargetError(f"{where}: {key}={value!r} must be a positive number")
+    return {"int8_tops": float(data["int8_tops"]), "fp16_tflops": float(data["fp16_tflops"]),
+            "source": f.get("source", str)}
 
 
 def _parse_speed(data: Any, where: str, runtimes: tuple[str, ...], precisions: tuple[str, ...]

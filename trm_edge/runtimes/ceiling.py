@@ -1,0 +1,253 @@
+"""How fast this machine could run a model's step: the limit that ``trm-edge bench`` measures a step against.
+
+The step's own matrix products (:func:`trm_edge.config.step_gemms` at the benchmarked batch) are each timed
+alone, in the bundle's precision, on every installed CPU runtime. An int8 bundle's weight GEMMs are timed as
+the static Q/DQ MatMul the quantizer writes, in the target's activation type, and attention's two activation
+products stay float. The fastest runtime counts for each shape. The sum over a step, count times time, is the
+time the step would take if everything around its GEMMs were free (norms, activations, Q/DQ, transposes, copies).
+Times are cached per machine, runtime version, thread count, precision and shape (``~/.cache/trm-edge``), so a
+shape is timed once.
+
+On a GPU module (a Jetson) the limit comes instead from the module's published dense int8/fp16 rate in the target
+profile (``published_dense``), until a device measures it.
+
+The graphs are built with the ``onnx`` package: without it there is no measured limit (None).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trm_edge.config import Gemm, TRMConfig, step_gemms
+from trm_edge.machine import cpu_features, cpu_name
+
+CACHE_FORMAT = 1
+MIN_SECONDS = 0.25  # timed runs of one shape add up to at least this (and at least MIN_RUNS runs)
+MIN_RUNS = 5
+
+
+@dataclass(frozen=True)
+class GemmLimit:
+    """One product of the step at its fastest here."""
+
+    name: str
+    shape: tuple[int, int, int]  # m, k, n
+    batched: int
+    count: int
+    precision: str  # int8, fp32 or fp16: how it was timed
+    runtime: str  # the fastest runtime for it
+    ms: float  # one product
+    gops: float  # its rate, 1e9 multiply-adds x 2 per second
+
+
+@dataclass(frozen=True)
+class StepLimit:
+    """The fastest a step of ``batch`` puzzles could run here: ``ms``, the sum of its GEMMs' times."""
+
+    batch: int
+    precision: str
+    source: str  # what the figure rests on: "measured (runtimes...)" or the published figure's source
+    ms: float
+    gemms: tuple[GemmLimit, ...] = ()
+
+    def percent(self, step_ms: float) -> float:
+        """How close a step that took ``step_ms`` came to the limit (100: at it)."""
+        return 100.0 * self.ms / step_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gemms": [asdict(g) for g in self.gemms]}
+
+
+def step_limit(runtime: Any, batch: int, *, threads: int) -> StepLimit | None:
+    """The limit for ``runtime``'s model at ``batch``: published for a GPU runtime on a target that publishes its
+    rates, measured on this CPU otherwise (None where neither is possible)."""
+    from trm_edge.targets import get_target
+
+    source = runtime.source
+    precision = source.precision if source.kind == "bundle" else "fp32"
+    target = get_target(source.target) if source.target else None
+    if runtime.name == "tensorrt" or any(gpu in (runtime.device or "") for gpu in ("cuda", "tensorrt", "gpu")):
+        published = target.published_dense if target is not None else None
+        return None if published is None else published_limit(source.config, batch, precision, published)
+    activations = target.int8.activations if target is not None and target.int8 is not None else "uint8"
+    return measured_limit(source.config, batch, precision, threads=threads, activations=activations)
+
+
+def published_limit(config: TRMConfig, batch: int, precision: str, published: dict[str, Any]) -> StepLimit | None:
+    """The limit from a module's published dense rates (``{"int8_tops": ..., "fp16_tflops": ..., "source": ...}``):
+    every GEMM at the rate of the bundle's precision (attention's float products at the fp16 rate)."""
+    rates = {"int8": published.get("int8_tops"), "fp16": published.get("fp16_tflops")}
+    rate = rates.get(precision)
+    if not rate:
+        return None
+    seconds = sum(g.flops / ((rate if g.weights else rates["fp16"] or rate) * 1e12) for g in step_gemms(config, batch))
+    return StepLimit(batch, precision, f"published: {published.get('source', 'the module datasheet')}", 1e3 * seconds)
+
+
+def measured_limit(config: TRMConfig, batch: int, precision: str, *, threads: int, activations: str = "uint8",
+                   cache: Path | None = None) -> StepLimit | None:
+    """The limit measured here (see the module docstring); None without the onnx package."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return None
+    timers = installed_timers(threads)
+    path = cache or cache_path()
+    known = read_cache(path)
+    machine = f"{cpu_name()} [{' '.join(cpu_features())}] x{threads}"
+    found: list[GemmLimit] = []
+    for gemm in step_gemms(config, batch):
+        kind = gemm_precision(gemm, precision)
+        best: tuple[float, str] | None = None
+        for name, (version, timer) in timers.items():
+            key = "|".join([machine, f"{name} {version}", kind, activations if kind == "int8" else "",
+                            f"{gemm.batched}x{gemm.m}x{gemm.k}x{gemm.n}"])
+            if key not in known:
+                known[key] = timer(gemm_graph(gemm, kind, activations), gemm)
+            if best is None or known[key] < best[0]:
+                best = (known[key], name)
+        seconds, runtime = best  # type: ignore[misc]
+        found.append(GemmLimit(gemm.name, (gemm.m, gemm.k, gemm.n), gemm.batched, gemm.count, kind, runtime,
+                               1e3 * seconds, gemm.flops / gemm.count / seconds / 1e9))
+    write_cache(path, known)
+    total = sum(g.ms * g.count for g in found)
+    return StepLimit(batch, precision, f"measured here ({', '.join(timers)}, {threads} threads)", total, tuple(found))
+
+
+def gemm_precision(gemm: Gemm, precision: str) -> str:
+    """How a product runs in a bundle of ``precision``: int8 quantizes weight GEMMs only."""
+    if precision == "int8":
+        return "int8" if gemm.weights else "fp32"
+    return "fp16" if precision == "fp16" else "fp32"
+
+
+def gemm_graph(gemm: Gemm, kind: str, activations: str) -> bytes:
+    """A one-product ONNX graph: input ``x``, output ``y``; a weight GEMM multiplies by a constant weight (int8:
+    Q/DQ on the input, DQ on per-channel int8 weights), an activation product by a second input ``b``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    float_type = TensorProto.FLOAT16 if kind == "fp16" else TensorProto.FLOAT
+    dtype = np.float16 if kind == "fp16" else np.float32
+    lead = [gemm.batched] if gemm.batched > 1 else []
+    inputs = [helper.make_tensor_value_info("x", float_type, [*lead, gemm.m, gemm.k])]
+    nodes, initializers = [], []
+    if not gemm.weights:
+        inputs.append(helper.make_tensor_value_info("b", float_type, [*lead, gemm.k, gemm.n]))
+        nodes.append(helper.make_node("MatMul", ["x", "b"], ["y"]))
+    elif kind == "int8":
+        unsigned = activations == "uint8"
+        initializers += [numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+                         numpy_helper.from_array(np.array(128 if unsigned else 0, np.uint8 if unsigned else np.int8),
+                                                 "x_zero"),
+                         numpy_helper.from_array(rng.integers(-127, 128, (gemm.k, gemm.n)).astype(np.int8), "w_q"),
+                         numpy_helper.from_array(np.full(gemm.n, 0.01, np.float32), "w_scale"),
+                         numpy_helper.from_array(np.zeros(gemm.n, np.int8), "w_zero")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"]),
+                  helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"]),
+                  helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=1),
+                  helper.make_node("MatMul", ["x_dq", "w"], ["y"])]
+    else:
+        initializers.append(numpy_helper.from_array((rng.standard_normal((gemm.k, gemm.n)) * 0.05).astype(dtype), "w"))
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
+    output = helper.make_tensor_value_info("y", float_type, [*lead, gemm.m, gemm.n])
+    graph = helper.make_graph(nodes, "gemm", inputs, [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime 1.16 (JetPack 5's) reads
+    return model.SerializeToString()
+
+
+def feeds(gemm: Gemm, kind: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    dtype = np.float16 if kind == "fp16" else np.float32
+    lead = (gemm.batched,) if gemm.batched > 1 else ()
+    out = {"x": rng.standard_normal((*lead, gemm.m, gemm.k)).astype(dtype)}
+    if not gemm.weights:
+        out["b"] = rng.standard_normal((*lead, gemm.k, gemm.n)).astype(dtype)
+    return out
+
+
+def median_seconds(run: Any) -> float:
+    """The median of timed runs of ``run()`` after two untimed ones (MIN_RUNS runs and MIN_SECONDS at least)."""
+    run()
+    run()
+    times: list[float] = []
+    while len(times) < MIN_RUNS or sum(times) < MIN_SECONDS:
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def installed_timers(threads: int) -> dict[str, tuple[str, Any]]:
+    """``{runtime: (version, time(graph, gemm) -> seconds)}`` for the CPU runtimes installed here."""
+    import onnxruntime as ort
+
+    from trm_edge.runtimes.ort import OrtOptions, session_options
+
+    def ort_time(graph: bytes, gemm: Gemm) -> float:
+        options = session_options(OrtOptions(intra_op_threads=threads))
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        inputs = feeds(gemm, _kind(session.get_inputs()[0].type))
+        return median_seconds(lambda: session.run(None, inputs))
+
+    timers: dict[str, tuple[str, Any]] = {"onnxruntime": (ort.__version__, ort_time)}
+    try:
+        import openvino as ov
+    except ImportError:
+        return timers
+
+    def ov_time(graph: bytes, gemm: Gemm) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "gemm.onnx"
+            path.write_bytes(graph)
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                          {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                                           "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        element = compiled.inputs[0].get_element_type().get_type_name()
+        inputs = feeds(gemm, "fp16" if element == "f16" else "fp32")
+        return median_seconds(lambda: request.infer(inputs))
+
+    timers["openvino"] = (ov.__version__, ov_time)
+    return timers
+
+
+def _kind(onnx_type: str) -> str:
+    return "fp16" if onnx_type == "tensor(float16)" else "fp32"
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "trm-edge" / "gemm-seconds.json"
+
+
+def read_cache(path: Path) -> dict[str, float]:
+    """The cached times (an unreadable or older cache is started afresh)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("seconds"), dict):
+        return {}
+    return {str(k): float(v) for k, v in data["seconds"].items() if isinstance(v, (int, float))}
+
+
+def write_cache(path: Path, seconds: dict[str, float]) -> None:
+    from trm_edge.io import write_json_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"format": CACHE_FORMAT, "seconds": seconds})
+    except OSError:  # a read-only home: the limit is still printed, only measured again next time
+        pass
