@@ -62,7 +62,7 @@ def test_the_limit_is_measured_once_then_read_from_the_cache(tmp_path):
     cache = tmp_path / "gemm-seconds.json"
     first = measured_limit(config, 2, "int8", threads=1, cache=cache)
     assert first is not None and first.ms > 0
-    assert [g.precision for g in first.gemms if "attention q" in g.name] == ["fp32"]  # activations stay float
+    assert [g.precision for g in first.gemms if "@" in g.name] == ["fp32", "fp32"]  # activations stay float
     assert {g.precision for g in first.gemms if g.name.startswith("channel")} == {"int8"}
     assert first.ms == pytest.approx(sum(g.ms * g.count for g in first.gemms))
     timed = read_cache(cache)
@@ -96,7 +96,7 @@ def test_bench_prints_the_machine_and_the_steps_share_of_its_limit(bundles, tmp_
     result = CliRunner().invoke(app, ["bench", str(bundle), "--batch", "2", "--repeats", "2", "--no-halt",
                                       "--runtime", "onnxruntime", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["machine"]["cpu"] and report["machine"]["threads"] >= 1
     row = report["models"][0]["results"][0]
     assert row["limit"]["batch"] == 2 and row["limit"]["source"].startswith("measured here (onnxruntime")
@@ -114,5 +114,5 @@ def test_targets_names_this_machines_matrix_instructions():
     from trm_edge.machine import cpu_features
 
     result = CliRunner().invoke(app, ["targets", "--json"], catch_exceptions=False)
-    machine = json.loads(result.output)["this_machine"]
+    machine = json.loads(result.stdout)["this_machine"]
     assert machine["features"] == cpu_features() and "cpu" in machine["cpu_targets"]
