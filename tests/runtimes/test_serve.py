@@ -287,3 +287,22 @@ def test_a_failed_step_fails_only_the_requests_it_touched(bundles):
     assert jobs[0].error == "the runtime failed: injected: the device went away"
     assert jobs[1].error is None and (jobs[1].output.steps == 3).all()
     assert feed.in_flight == feed.queued == 0
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_its_error(bundles, tmp_path):
+    """The model loads in the scheduler's thread while the server already answers /health: a step graph that
+    cannot be loaded ends the server with that error (the CLI prints it in one line and exits 2)."""
+    import shutil
+
+    from trm_edge.errors import TrmEdgeError
+    from trm_edge.runtimes import open_runtime
+    from trm_edge.serve.server import bind, serve
+
+    _, bundle = bundles("mlp")
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    runtime = open_runtime(copy, "onnxruntime")  # checksums verified here
+    (copy / "step.onnx").write_bytes(b"not a graph")
+    with pytest.raises(TrmEdgeError):
+        serve(runtime, bind("127.0.0.1", 0), batching="continuous", max_batch=4, max_queue=8, timeout=5.0,
+              max_body=1 << 20, max_steps=None, halt=True, threshold=None)
