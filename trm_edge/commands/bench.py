@@ -145,24 +145,23 @@ def _print_report(report: dict[str, Any]) -> None:
     table.add_column("model", overflow="fold", min_width=min(max(len(w) for label in labels
                                                                  for w in label.split("\n")), 24))
     limits = any("limit" in r for e in entries for r in e["results"])
-    for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s", *(["limit ms", "% limit"] * limits)):
+    for col in ("batch", "steps", "ms/step", "puzzles/s", "speedup", "GFLOP/s", *(["% limit"] * limits)):
         table.add_column(col, justify="right")
     for entry, label in zip(entries, labels):  # noqa: B905
         for r in entry["results"]:
             cells = [label, str(r["batch"]), f"{r['mean_steps']:.1f}", f"{r['step_ms_p50']:.1f}",
                      f"{r['puzzles_per_s']:.2f}", f"{r['speedup']:.2f}x", f"{r['gflops']:.1f}" if r["gflops"] else "-"]
             if limits:
-                cells += [f"{r['limit']['ms']:.1f}" if r.get("limit") else "-",
-                          f"{r['percent_of_limit']:.0f}%" if r.get("percent_of_limit") else "-"]
+                cells.append(f"{r['percent_of_limit']:.0f}%" if r.get("percent_of_limit") else "-")
             table.add_row(*cells)
     machine = report["machine"]
     console.print(f"{machine['cpu']} ({', '.join(machine['features']) or 'no int8/bf16 matrix instructions'}), "
                   f"{machine['threads']} threads", markup=False, highlight=False)
     console.print(table)
     if limits:
-        console.print("limit: the step's GEMMs timed alone in the model's precision on the fastest installed runtime "
-                      "for each (all else free); % limit: that over the median step with the whole batch in flight",
-                      markup=False, highlight=False)
+        console.print("% limit: the step's GEMMs timed alone in the model's precision on the fastest installed "
+                      "runtime for each (all else free), over the median step with the whole batch in flight; the "
+                      "limit in ms and per GEMM: --json", markup=False, highlight=False)
     loads = ", ".join(f"{_label(e)} {e['load_s']:.2f} s" for e in entries)
     console.print(f"load: {loads}")
     for b, ranked in (report.get("ranking") or {}).items():
