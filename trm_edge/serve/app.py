@@ -98,6 +98,7 @@ def create_app(service: Service) -> FastAPI:
                 return error(413, "too_large", f"the request body exceeds {service.max_body} bytes (--max-body)")
         try:
             work = service.reader.read(bytes(body))
+            service.scheduler.recursion.check_inputs(work.inputs)  # the loop takes a feed's rows as they come
         except RequestTooLarge as failure:
             return error(413, "too_large", str(failure))
         except TrmEdgeError as failure:
