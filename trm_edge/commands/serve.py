@@ -62,8 +62,10 @@ def serve(
 
     if batching not in BATCHING:
         raise ConfigError(f"--batching {batching!r}: choose {' or '.join(repr(b) for b in BATCHING)}")
-    source_runtime = common.open_model(common.resolve_model(model), runtime, threads=threads)
-    sock = bind(host, port)
-    with source_runtime:
-        run(source_runtime, sock, batching=batching, max_batch=max_batch, max_queue=max_queue, timeout=timeout,
+    sock = bind(host, port)  # a taken port fails before any model work
+    opened = common.open_model(common.resolve_model(model), runtime, threads=threads)  # loaded by the scheduler
+    try:
+        run(opened, sock, batching=batching, max_batch=max_batch, max_queue=max_queue, timeout=timeout,
             max_body=max_body, max_steps=max_steps, halt=halt, threshold=threshold)
+    finally:
+        opened.close()

@@ -19,6 +19,8 @@ from typing import Any, Dict, Optional
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from trm_edge.errors import TrmEdgeError
 from trm_edge.serve.metrics import Metrics
@@ -56,6 +58,11 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="trm-edge", version=__version__, lifespan=lifespan,
                   description="A Tiny Recursive Model solving puzzles, batched across requests step by step.")
 
+    def read(body: bytes) -> Any:
+        work = service.reader.read(body)
+        service.scheduler.recursion.check_inputs(work.inputs)  # the loop takes a feed's rows as they come
+        return work
+
     def error(status: int, outcome: str, message: str, **headers: str) -> Response:
         service.metrics.requests.labels(outcome).inc()
         return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
@@ -87,18 +94,23 @@ def create_app(service: Service) -> FastAPI:
                          504: {"description": "Not solved within the server's --timeout."}})
     async def solve(request: Request) -> Response:
         started = time.monotonic()
+        if not service.scheduler.ready.is_set() or service.scheduler.failure is not None:
+            return error(503, "unavailable", "the server is loading its model (GET /ready)",
+                         **{"Retry-After": str(RETRY_AFTER_S)})
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > service.max_body:
             return error(413, "too_large", f"the request body is {declared} bytes; this server takes at most "
                                            f"{service.max_body} (--max-body)")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > service.max_body:
-                return error(413, "too_large", f"the request body exceeds {service.max_body} bytes (--max-body)")
         try:
-            work = service.reader.read(bytes(body))
-            service.scheduler.recursion.check_inputs(work.inputs)  # the loop takes a feed's rows as they come
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > service.max_body:
+                    return error(413, "too_large", f"the request body exceeds {service.max_body} bytes (--max-body)")
+        except ClientDisconnect:
+            return error(499, "disconnected", "the client closed the connection")
+        try:  # parsing (an ARC task's augmented canvases) runs beside the event loop, not on it
+            work = await run_in_threadpool(read, bytes(body))
         except RequestTooLarge as failure:
             return error(413, "too_large", str(failure))
         except TrmEdgeError as failure:
@@ -120,6 +132,9 @@ def create_app(service: Service) -> FastAPI:
         left = None if service.timeout is None else max(0.0, started + service.timeout - time.monotonic())
         try:
             await asyncio.wait({answered, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the handler itself was cancelled (a forced shutdown): its rows leave too
+            service.feed.cancel(job, "cancelled")
+            raise
         finally:
             gone.cancel()
         if not answered.done():  # its rows leave the batch before the next step
@@ -130,7 +145,7 @@ def create_app(service: Service) -> FastAPI:
             return error(504, "timeout", f"not solved within {service.timeout:g} s (--timeout)")
         if job.error is not None:
             return error(500, "error", job.error)
-        response = work.respond(job.output)
+        response = await run_in_threadpool(work.respond, job.output)
         service.metrics.requests.labels("ok").inc()
         service.metrics.latency.observe(time.monotonic() - started)
         return JSONResponse(response)

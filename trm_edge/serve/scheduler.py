@@ -17,6 +17,7 @@ import collections
 import itertools
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,8 @@ class NotAccepting(TrmEdgeError):
 @dataclass(eq=False)
 class Job:
     """One request's puzzles through the scheduler. ``on_done(job)`` is called when every puzzle has its answer
-    (``output``), from the scheduler's thread, or with ``error`` set when the job failed or was cancelled."""
+    (``output``), from the scheduler's thread, or with ``error`` set when the job failed or was cancelled, from
+    the thread that failed or cancelled it. A cancel can cross a last answer: ``on_done`` must be idempotent."""
 
     inputs: np.ndarray  # [n, seq_len] int32, checked
     identifiers: np.ndarray  # [n] int64
@@ -54,10 +56,6 @@ class Job:
         self.output = SolveOutput(np.zeros((n, seq_len), np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32),
                                   np.zeros(n, bool))
         self.left = n
-
-    @property
-    def finished(self) -> bool:
-        return self.left == 0 or self.error is not None
 
 
 class RequestFeed:
@@ -96,7 +94,10 @@ class RequestFeed:
         """The job's answers are no longer wanted: its queued puzzles leave now, its rows before the next step."""
         with self.lock:
             fail(job, reason)
-            self.queue = collections.deque(entry for entry in self.queue if entry[1] is not job)
+            self._drop_failed()
+
+    def _drop_failed(self) -> None:
+        self.queue = collections.deque(entry for entry in self.queue if entry[1].error is None)
 
     def close(self) -> None:
         """Take no more requests; the loop ends once the queued and in-flight puzzles are answered."""
@@ -145,11 +146,13 @@ class RequestFeed:
         with self.lock:
             jobs = {job for job, _ in self.flight.values()}
             self.flight.clear()
-        for job in jobs:
-            fail(job, error)
+            for job in jobs:
+                fail(job, error)
+            self._drop_failed()  # their queued puzzles too
         return len(jobs)
 
 
+RETRY_PAUSE_S = 1.0
 EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0), np.int32), np.zeros(0, np.int64))
 
 
@@ -205,6 +208,7 @@ class Scheduler:
                 failed = self.feed.fail_in_flight(f"the runtime failed: {message}")
                 print(f"trm-edge serve: a step failed ({message}); {failed} request(s) failed, serving goes on",
                       file=sys.stderr)
+                time.sleep(RETRY_PAUSE_S)  # a runtime that keeps failing is not retried in a tight loop
 
     def _answer(self, step: StepResult) -> np.ndarray:
         """Record the answers decided at ``step``; returns their steps."""

@@ -11,6 +11,7 @@ from typing import Any
 from trm_edge.errors import TrmEdgeError
 
 BATCHING = ("continuous", "whole")
+STOP_TIMEOUT_S = 30  # what the scheduler gets to finish its queue once uvicorn has returned
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -28,7 +29,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise TrmEdgeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -78,6 +78,7 @@ def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, m
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        scheduler.stop(timeout=STOP_TIMEOUT_S)  # after a forced exit too: the runtime closes only after this
     if scheduler.failure is not None:
         failure = scheduler.failure
         raise failure if isinstance(failure, TrmEdgeError) else TrmEdgeError(f"the model failed to load: {failure}")

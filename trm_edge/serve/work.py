@@ -54,11 +54,16 @@ class Reader:
             value = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise PuzzleError(f"request body: invalid JSON: {error}") from None
+        except RecursionError:
+            raise PuzzleError("request body: JSON nested too deeply") from None
         work = self._arc(value) if self.arc else self._puzzles(value)
-        if len(work.inputs) > self.max_puzzles:
-            raise RequestTooLarge(f"the request holds {len(work.inputs)} puzzle rows; this server queues at most "
-                                  f"{self.max_puzzles} (--max-queue)")
+        self.check_rows(len(work.inputs))
         return work
+
+    def check_rows(self, rows: int) -> None:
+        if rows > self.max_puzzles:
+            raise RequestTooLarge(f"the request holds {rows} puzzle rows; this server queues at most "
+                                  f"{self.max_puzzles} (--max-queue)")
 
     def _puzzles(self, value: Any) -> Work:
         from trm_edge.puzzles.reading import first_error, read_puzzles
@@ -90,8 +95,10 @@ class Reader:
         augmentations = value.get("augmentations")
         if augmentations is not None and (type(augmentations) is not int or augmentations < 1):
             raise PuzzleError(f"request body: augmentations {augmentations!r} must be an integer, at least 1")
-        plans = plan_tasks(self.embeddings, [arc.task_from_json(task, str(name)) for name, task in tasks.items()],
-                           augmentations)
+        parsed = [arc.task_from_json(task, str(name)) for name, task in tasks.items()]
+        # rows counted before the canvases are built: a small body can name many test inputs
+        self.check_rows(sum(len(t.test) * len(self.embeddings.versions(t.name, augmentations)) for t in parsed))
+        plans = plan_tasks(self.embeddings, parsed, augmentations)
         bounds = np.cumsum([0, *(len(plan.identifiers) for plan in plans)])
 
         def respond(out: SolveOutput) -> Dict[str, Any]:
