@@ -25,14 +25,26 @@ from trm_edge.commands.bench import runtime_label
 
 
 def print_table(report: dict) -> None:
-    print("| model | runtime | batch | steps | step p50 (ms) | puzzles/s | vs first | GFLOP/s | peak RSS (MB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    machine = report.get("machine")
+    if machine:
+        print(f"{machine['cpu']} ({', '.join(machine['features']) or 'no int8/bf16 matrix instructions'}), "
+              f"{machine['threads']} threads\n")
+    print("| model | runtime | batch | steps | step p50 (ms) | puzzles/s | vs first | GFLOP/s | % limit (ms) | "
+          "peak RSS (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for entry in report["models"]:
         name = os.path.basename(entry["model"].rstrip("/"))
         for r in entry["results"]:
             print(f"| {name} | {runtime_label(entry['runtime'])} | {r['batch']} | {r['mean_steps']:.1f} | "
                   f"{r['step_ms_p50']:.1f} | {r['puzzles_per_s']:.3f} | {r['speedup']:.2f}x | {r['gflops']:.0f} | "
-                  f"{r['peak_rss_mb']:.0f} |")
+                  f"{_percent_of_limit(r)} | {r['peak_rss_mb']:.0f} |")
+
+
+def _percent_of_limit(result: dict) -> str:
+    """``61% (22.2)``: bench's percentage of this machine's limit, with the limit's ms per step."""
+    if not result.get("percent_of_limit") or not result.get("limit"):
+        return "-"
+    return f"{result['percent_of_limit']:.0f}% ({result['limit']['ms']:.1f})"
 
 
 def main() -> None:

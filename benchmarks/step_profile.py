@@ -1,5 +1,6 @@
 """Where an INT8 step's time goes: the step graph of a bundle profiled node by node, by onnxruntime's profiler
-and by OpenVINO's performance counters, summed per op type, beside the step's limit on this machine
+and by OpenVINO's performance counters (at its float32 and bf16 precision hints), summed per op type and per place
+in the block (which shows what an activation fused into a GEMM costs), beside the step's limit on this machine
 (runtimes/ceiling.py: its GEMMs timed alone). Without --bundle it builds the 5M `sudoku-extreme-mlp` INT8 bundle
 (random weights, `trm-edge init`, `export --target x86-avx512`, `quantize --int8`) under --work first.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,8 +55,8 @@ def step_feeds(bundle: Path, batch: int) -> dict[str, np.ndarray]:
         return {name: np.ascontiguousarray(value) for name, value in recurrence.feeds.items()}
 
 
-def profile_onnxruntime(graph: Path, feeds: dict, steps: int, threads: int) -> dict[str, float]:
-    """ms per step by op type (onnxruntime's profiler, node events)."""
+def profile_onnxruntime(graph: Path, feeds: dict, steps: int, threads: int) -> tuple[dict, dict]:
+    """ms per step by op type, and by op type and input shapes (onnxruntime's profiler, node events)."""
     import onnxruntime as ort
 
     from trm_edge.runtimes.ort import OrtOptions, session_options
@@ -72,33 +74,49 @@ def profile_onnxruntime(graph: Path, feeds: dict, steps: int, threads: int) -> d
         for _ in range(steps):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = collections.Counter()
+    by_op: dict[str, float] = collections.Counter()
+    by_role: dict[str, float] = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"] / 1e3 / steps
-    return dict(totals)
+            op, ms = event["args"]["op_name"], event["dur"] / 1e3 / steps
+            shapes = [next(iter(i.values())) for i in event["args"].get("input_type_shape", [])]
+            by_op[op] += ms
+            by_role[f"{op} {' x '.join(str(s) for s in shapes[:2] if s)}"] += ms
+    return dict(by_op), dict(by_role)
 
 
-def profile_openvino(graph: Path, feeds: dict, steps: int, threads: int) -> dict[str, float] | None:
-    """ms per step by executed node type (OpenVINO's performance counters); None without OpenVINO."""
+def profile_openvino(graph: Path, feeds: dict, steps: int, threads: int, precision: str = "f32") \
+        -> tuple[dict, dict] | None:
+    """ms per step by executed node type, and by node type and place in the block (OpenVINO's performance
+    counters, at the ``precision`` hint); None without OpenVINO."""
     try:
         import openvino as ov
     except ImportError:
         return None
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(graph)), "CPU", {
-        "PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+        "PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
         "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     names = {name for port in compiled.inputs for name in port.get_names()}
     feeds = {k: v for k, v in feeds.items() if k in names}
     request.infer(feeds)
-    totals: dict[str, float] = collections.Counter()
+    by_op: dict[str, float] = collections.Counter()
+    by_role: dict[str, float] = collections.Counter()
     for _ in range(steps):
         request.infer(feeds)
         for node in request.profiling_info:
-            totals[f"{node.node_type} ({node.exec_type})"] += node.real_time.total_seconds() * 1e3 / steps
-    return dict(totals)
+            ms = node.real_time.total_seconds() * 1e3 / steps
+            by_op[f"{node.node_type} ({node.exec_type})"] += ms
+            by_role[f"{node.node_type} {role(node.node_name)}"] += ms
+    return dict(by_op), dict(by_role)
+
+
+def role(node_name: str) -> str:
+    """A node's place in a block, the same for every layer and application: ``/L_level/layers.0/mlp/Mul_3`` ->
+    ``mlp/Mul`` (the split gate and up halves of a SwiGLU keep their ``cols0`` / ``colsN`` suffix)."""
+    name = re.sub(r"^/?L_level/(layers\.\d+(_\d+)?/)?", "", node_name)
+    return re.sub(r"_\d+(?=/|$)", "", re.sub(r"/MatMul(?=/|$)", "", name))
 
 
 def main() -> None:
@@ -122,16 +140,20 @@ def main() -> None:
         limit = measured_limit(bundle.config, batch, bundle.precision, threads=args.threads)
         entry = {"batch": batch, "limit_ms": limit.ms if limit else None,
                  "gemm_limits": [g.__dict__ for g in limit.gemms] if limit else []}
-        for runtime, profile in (("onnxruntime", profile_onnxruntime), ("openvino", profile_openvino)):
-            by_op = profile(bundle.step_graph_path, feeds, args.steps, args.threads)
-            if by_op is None:
+        for runtime, profile, hint in (("onnxruntime", profile_onnxruntime, ()), ("openvino", profile_openvino, ()),
+                                       ("openvino bf16", profile_openvino, ("bf16",))):
+            found = profile(bundle.step_graph_path, feeds, args.steps, args.threads, *hint)
+            if found is None:
                 continue
+            by_op, by_role = (dict(sorted(d.items(), key=lambda kv: -kv[1])) for d in found)
             total = sum(by_op.values())
-            entry[runtime] = {"step_ms": total, "by_op_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
+            entry[runtime] = {"step_ms": total, "by_op_ms": by_op, "by_role_ms": by_role}
             print(f"\n## batch {batch}, {runtime}: {total:.1f} ms per step of node time; limit {entry['limit_ms']:.1f} "
                   f"ms ({100 * entry['limit_ms'] / total:.0f}% of it)")
-            for op, ms in list(entry[runtime]["by_op_ms"].items())[:12]:
-                print(f"{op:>40} {ms:9.2f} ms {100 * ms / total:5.1f}%")
+            for title, table, rows in (("by op type", by_op, 12), ("by place in the block", by_role, 16)):
+                print(f"### {title}")
+                for op, ms in list(table.items())[:rows]:
+                    print(f"{op:>60} {ms:9.2f} ms {100 * ms / total:5.1f}%")
         report["batches"].append(entry)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

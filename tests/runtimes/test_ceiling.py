@@ -34,25 +34,37 @@ def test_every_preset_family_has_its_gemms_here():
 
 
 @pytest.mark.parametrize("activations", ["uint8", "int8"])
-def test_an_int8_gemm_is_timed_as_the_qdq_matmul_it_stands_for(activations):
-    """The timed graph computes the quantized product: x through Q/DQ times the dequantized int8 weights."""
+def test_an_int8_gemm_is_timed_as_the_dequantized_matmul_it_stands_for(activations):
+    """The timed graph computes the quantized product: int8 activations dequantized, times the dequantized int8
+    weights (the activations' quantization belongs to the op before, as in the step graph)."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
 
     from trm_edge.config import Gemm
-    from trm_edge.runtimes.ceiling import feeds, gemm_graph
+    from trm_edge.runtimes.ceiling import ORT_TYPES, feeds, gemm_graph
 
     gemm = Gemm("g", 8, 16, 4, 1)
     graph = gemm_graph(gemm, "int8", activations)
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(graph).graph.initializer}
-    x = feeds(gemm, "int8")["x"]
-    zero = 128 if activations == "uint8" else 0
-    low, high = (0, 255) if activations == "uint8" else (-128, 127)
-    x_dq = (np.clip(np.round(x / 0.05) + zero, low, high) - zero) * 0.05
-    expected = x_dq @ (weights["w_q"].astype(np.float32) * weights["w_scale"])
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    x = feeds(gemm, {i.name: ORT_TYPES[i.type] for i in session.get_inputs()})["x"]
+    assert x.dtype == np.dtype(activations) and len(np.unique(x)) > 100  # the type's whole range, not one value
+    zero = 128 if activations == "uint8" else 0
+    expected = (x.astype(np.float32) - zero) * 0.05 @ (weights["w_q"].astype(np.float32) * weights["w_scale"])
     np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_products_are_timed_by_openvino_at_its_bf16_hint(tmp_path):
+    """Under openvino:cpu:bf16 the float products count as bf16, which only OpenVINO times; int8 ones stay int8."""
+    pytest.importorskip("openvino")
+    from trm_edge.runtimes.ceiling import measured_limit
+
+    limit = measured_limit(TINY_CONFIGS["rope"], 2, "int8", threads=1, floats="bf16",
+                           cache=tmp_path / "gemm-seconds.json")
+    floats = [g for g in limit.gemms if "@" in g.name]
+    assert floats and {(g.precision, g.runtime) for g in floats} == {("bf16", "openvino")}
+    assert {g.precision for g in limit.gemms if g.name.startswith("channel")} == {"int8"}
 
 
 def test_the_limit_is_measured_once_then_read_from_the_cache(tmp_path):
@@ -105,6 +117,25 @@ def test_bench_prints_the_machine_and_the_steps_share_of_its_limit(bundles, tmp_
     plain = CliRunner().invoke(app, ["bench", str(bundle), "--batch", "2", "--repeats", "1", "--no-halt",
                                      "--runtime", "onnxruntime"], catch_exceptions=False)
     assert "% limit" in plain.output and "threads" in plain.output
+
+
+def test_bench_counts_openvinos_bf16_hint_in_the_limit(bundles, tmp_path, monkeypatch):
+    """openvino:cpu:bf16 computes a float bundle's GEMMs in bf16, so its limit is the bf16 products' (else a bf16
+    step would beat its own limit)."""
+    pytest.importorskip("openvino")
+    from typer.testing import CliRunner
+
+    from trm_edge.cli import app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, bundle = bundles("mlp")
+    result = CliRunner().invoke(app, ["bench", str(bundle), str(bundle), "--runtime", "openvino", "--runtime",
+                                      "openvino:cpu:bf16", "--batch", "2", "--repeats", "1", "--no-halt", "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    f32, bf16 = ({g["precision"] for g in entry["results"][0]["limit"]["gemms"]}
+                 for entry in json.loads(result.stdout)["models"])
+    assert (f32, bf16) == ({"fp32"}, {"bf16"})
 
 
 def test_targets_names_this_machines_matrix_instructions():

@@ -1,10 +1,13 @@
 """How fast this machine could run a model's step: the limit that ``trm-edge bench`` measures a step against.
 
 The step's own matrix products (:func:`trm_edge.config.step_gemms` at the benchmarked batch) are each timed
-alone, in the bundle's precision, on every installed CPU runtime. An int8 bundle's weight GEMMs are timed as
-the static Q/DQ MatMul the quantizer writes, in the target's activation type, and attention's two activation
-products stay float. The fastest runtime counts for each shape. The sum over a step, count times time, is the
-time the step would take if everything around its GEMMs were free (norms, activations, Q/DQ, transposes, copies).
+alone, in the precision the runtime computes them in, on every installed CPU runtime that computes it. An int8
+bundle's weight GEMMs are timed as the dequantized MatMul the quantizer writes, fed int8 activations in the
+target's type (a runtime fuses the activation's quantization into the op before it, so it is not timed), and
+attention's two activation products stay float. Float products run in bf16 under OpenVINO's bf16 hint
+(``openvino:cpu:bf16``), timed by OpenVINO at that hint. The fastest runtime counts for each shape. The sum over
+a step, count times time, is the time the step would take if everything around its GEMMs were free (norms,
+activations, Q/DQ, transposes, copies).
 Times are cached per machine, runtime version, thread count, precision and shape (``~/.cache/trm-edge``), so a
 shape is timed once.
 
@@ -30,7 +33,7 @@ import numpy as np
 from trm_edge.config import Gemm, TRMConfig, step_gemms
 from trm_edge.machine import cpu_features, cpu_name
 
-CACHE_FORMAT = 4  # 4: bound buffers, a call's dispatch time subtracted (at most half)
+CACHE_FORMAT = 5  # 5: int8 GEMMs fed int8 activations; 4: bound buffers, dispatch time subtracted (at most half)
 MIN_SECONDS = 0.25  # timed runs of one shape add up to at least this (and at least MIN_RUNS runs)
 MIN_RUNS = 5
 
@@ -43,7 +46,7 @@ class GemmLimit:
     shape: tuple[int, int, int]  # m, k, n
     batched: int
     count: int
-    precision: str  # int8, fp32 or fp16: how it was timed
+    precision: str  # int8, fp32, bf16 or fp16: how it was timed
     runtime: str  # the fastest runtime for it
     ms: float  # one product
     gops: float  # its rate, 1e9 multiply-adds x 2 per second
@@ -82,7 +85,8 @@ def step_limit(runtime: Any, batch: int, *, threads: int) -> StepLimit | None:
         published = target.published_dense if target is not None else None
         return None if published is None else published_limit(source.config, batch, precision, published)
     activations = target.int8.activations if target is not None and target.int8 is not None else "uint8"
-    return measured_limit(source.config, batch, precision, threads=threads, activations=activations)
+    floats = "bf16" if getattr(runtime, "precision", None) == "bf16" else "fp32"  # openvino:cpu:bf16
+    return measured_limit(source.config, batch, precision, threads=threads, activations=activations, floats=floats)
 
 
 def published_limit(config: TRMConfig, batch: int, precision: str, published: dict[str, Any]) -> StepLimit | None:
@@ -97,8 +101,9 @@ def published_limit(config: TRMConfig, batch: int, precision: str, published: di
 
 
 def measured_limit(config: TRMConfig, batch: int, precision: str, *, threads: int, activations: str = "uint8",
-                   cache: Path | None = None) -> StepLimit | None:
-    """The limit measured here (see the module docstring); None without the onnx package."""
+                   floats: str = "fp32", cache: Path | None = None) -> StepLimit | None:
+    """The limit measured here (see the module docstring), float products computed in ``floats`` (fp32 or bf16);
+    None without the onnx package."""
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -109,17 +114,19 @@ def measured_limit(config: TRMConfig, batch: int, precision: str, *, threads: in
     machine = f"{cpu_name()} [{' '.join(cpu_features())}] x{threads}"
     found: list[GemmLimit] = []
     for gemm in step_gemms(config, batch):
-        kind = gemm_precision(gemm, precision)
+        kind = gemm_precision(gemm, precision, floats)
         best: tuple[float, str] | None = None
-        for name, (version, timer) in timers.items():
+        for name, (version, kinds, timer) in timers.items():
+            if kind not in kinds:
+                continue
             runtime = f"{machine}|{name} {version}"
             if f"{runtime}|call" not in known:
-                known[f"{runtime}|call"] = timer(gemm_graph(CALL, "fp32", activations, product=False), CALL)
+                known[f"{runtime}|call"] = dispatch_seconds(timer)
             key = "|".join([runtime, kind, activations if kind == "int8" else "",
                             f"{gemm.batched}x{gemm.m}x{gemm.k}x{gemm.n}"])
-            if key not in known:  # the product's time, less what any call costs (dispatch)
-                alone = timer(gemm_graph(gemm, kind, activations), gemm)
-                known[key] = max(alone - known[f"{runtime}|call"], alone / 2)  # noise never makes a GEMM free
+            if key not in known:
+                known[key] = less_dispatch(timer(gemm_graph(gemm, kind, activations), gemm, kind),
+                                           known[f"{runtime}|call"])
             if best is None or known[key] < best[0]:
                 best = (known[key], name)
         seconds, runtime = best  # type: ignore[misc]
@@ -130,41 +137,54 @@ def measured_limit(config: TRMConfig, batch: int, precision: str, *, threads: in
     return StepLimit(batch, precision, f"measured here ({', '.join(timers)}, {threads} threads)", total, tuple(found))
 
 
-def gemm_precision(gemm: Gemm, precision: str) -> str:
-    """How a product runs in a bundle of ``precision``: int8 quantizes weight GEMMs only."""
-    if precision == "int8":
-        return "int8" if gemm.weights else "fp32"
-    return "fp16" if precision == "fp16" else "fp32"
+def less_dispatch(seconds: float, call: float) -> float:
+    """A graph's time less what any call costs (``call``: the time of ``y = x``); noise never makes it free."""
+    return max(seconds - call, seconds / 2)
+
+
+def dispatch_seconds(timer: Any) -> float:
+    """What a call of the runtime behind ``timer`` costs around any work: the time of ``y = x`` on one number."""
+    return timer(gemm_graph(CALL, "fp32", "uint8", product=False), CALL, "fp32")
+
+
+def gemm_precision(gemm: Gemm, precision: str, floats: str = "fp32") -> str:
+    """How a product runs in a bundle of ``precision``: int8 quantizes weight GEMMs only; the float ones run in
+    ``floats`` (bf16 under OpenVINO's bf16 hint), an fp16 bundle's in fp16."""
+    if precision == "int8" and gemm.weights:
+        return "int8"
+    return "fp16" if precision == "fp16" else floats
 
 
 CALL = Gemm("call", 1, 1, 1, 1)  # y = x on one number: what a call costs around any product (dispatch)
 
 
 def gemm_graph(gemm: Gemm, kind: str, activations: str, *, product: bool = True) -> bytes:
-    """A one-product ONNX graph: input ``x``, output ``y``; a weight GEMM multiplies by a constant weight (int8:
-    Q/DQ on the input, DQ on per-channel int8 weights), an activation product by a second input ``b``. Without
-    ``product``: the same inputs and ``y = x``."""
+    """A one-product ONNX graph: input ``x``, output ``y``; a weight GEMM multiplies by a constant weight (int8: ``x``
+    is the int8 activation in ``activations``' type, dequantized, times per-channel int8 weights dequantized), an
+    activation product by a second input ``b``. A bf16 product is the float32 graph (the runtime's hint makes it
+    bf16). Without ``product``: the same inputs and ``y = x``."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     float_type = TensorProto.FLOAT16 if kind == "fp16" else TensorProto.FLOAT
     dtype = np.float16 if kind == "fp16" else np.float32
     lead = [gemm.batched] if gemm.batched > 1 else []
-    inputs = [helper.make_tensor_value_info("x", float_type, [*lead, gemm.m, gemm.k])]
+    unsigned = activations == "uint8"
+    int8_input = kind == "int8" and gemm.weights and product
+    x_type = (TensorProto.UINT8 if unsigned else TensorProto.INT8) if int8_input else float_type
+    inputs = [helper.make_tensor_value_info("x", x_type, [*lead, gemm.m, gemm.k])]
     nodes, initializers = [], []
     if not gemm.weights:
         inputs.append(helper.make_tensor_value_info("b", float_type, [*lead, gemm.k, gemm.n]))
         nodes.append(helper.make_node("MatMul", ["x", "b"], ["y"]))
     elif kind == "int8":
-        unsigned = activations == "uint8"
         initializers += [numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
                          numpy_helper.from_array(np.array(128 if unsigned else 0, np.uint8 if unsigned else np.int8),
                                                  "x_zero"),
                          numpy_helper.from_array(rng.integers(-127, 128, (gemm.k, gemm.n)).astype(np.int8), "w_q"),
                          numpy_helper.from_array(np.full(gemm.n, 0.01, np.float32), "w_scale"),
                          numpy_helper.from_array(np.zeros(gemm.n, np.int8), "w_zero")]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"]),
-                  helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zero"], ["x_dq"]),
+        nodes += [helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["x_dq"]),
                   helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=1),
                   helper.make_node("MatMul", ["x_dq", "w"], ["y"])]
     else:
@@ -179,14 +199,14 @@ def gemm_graph(gemm: Gemm, kind: str, activations: str, *, product: bool = True)
     return model.SerializeToString()
 
 
-def feeds(gemm: Gemm, kind: str) -> dict[str, np.ndarray]:
+def feeds(gemm: Gemm, dtypes: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Random inputs of ``gemm``'s graph, each of the numpy type in ``dtypes`` (by input name)."""
     rng = np.random.default_rng(1)
-    dtype = np.float16 if kind == "fp16" else np.float32
     lead = (gemm.batched,) if gemm.batched > 1 else ()
-    out = {"x": rng.standard_normal((*lead, gemm.m, gemm.k)).astype(dtype)}
-    if not gemm.weights:
-        out["b"] = rng.standard_normal((*lead, gemm.k, gemm.n)).astype(dtype)
-    return out
+    shapes = {"x": (*lead, gemm.m, gemm.k), "b": (*lead, gemm.k, gemm.n)}
+    return {name: (rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, shapes[name]) if
+                   np.issubdtype(dtype, np.integer) else rng.standard_normal(shapes[name])).astype(dtype)
+            for name, dtype in dtypes.items()}
 
 
 def median_seconds(run: Any) -> float:
@@ -201,17 +221,18 @@ def median_seconds(run: Any) -> float:
     return statistics.median(times)
 
 
-def installed_timers(threads: int) -> dict[str, tuple[str, Any]]:
-    """``{runtime: (version, time(graph, gemm) -> seconds)}`` for the CPU runtimes installed here. Inputs and the
-    output stay bound to the same host buffers, so that no copy is timed with the product."""
+def installed_timers(threads: int) -> dict[str, tuple[str, tuple[str, ...], Any]]:
+    """``{runtime: (version, the precisions it computes, time(graph, gemm, precision) -> seconds)}`` for the CPU
+    runtimes installed here. Inputs and the output stay bound to the same host buffers, so that no copy is timed
+    with the product."""
     import onnxruntime as ort
 
     from trm_edge.runtimes.ort import OrtOptions, session_options
 
-    def ort_time(graph: bytes, gemm: Gemm) -> float:
+    def ort_time(graph: bytes, gemm: Gemm, kind: str) -> float:
         options = session_options(OrtOptions(intra_op_threads=threads))
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        inputs = feeds(gemm, _kind(session.get_inputs()[0].type))
+        inputs = feeds(gemm, {i.name: ORT_TYPES[i.type] for i in session.get_inputs()})
         output = session.run(None, inputs)[0]
         binding = session.io_binding()
         for name, value in inputs.items():
@@ -219,31 +240,30 @@ def installed_timers(threads: int) -> dict[str, tuple[str, Any]]:
         binding.bind_output("y", "cpu", 0, output.dtype, list(output.shape), output.ctypes.data)
         return median_seconds(lambda: session.run_with_iobinding(binding))
 
-    timers: dict[str, tuple[str, Any]] = {"onnxruntime": (ort.__version__, ort_time)}
+    timers = {"onnxruntime": (ort.__version__, ("int8", "fp32", "fp16"), ort_time)}
     try:
         import openvino as ov
     except ImportError:
         return timers
 
-    def ov_time(graph: bytes, gemm: Gemm) -> float:
+    def ov_time(graph: bytes, gemm: Gemm, kind: str) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "gemm.onnx"
             path.write_bytes(graph)
             core = ov.Core()
             compiled = core.compile_model(core.read_model(str(path)), "CPU",
                                           {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                           "INFERENCE_PRECISION_HINT": "f32"})
+                                           "INFERENCE_PRECISION_HINT": "bf16" if kind == "bf16" else "f32"})
         request = compiled.create_infer_request()
-        element = compiled.inputs[0].get_element_type().get_type_name()
-        inputs = feeds(gemm, "fp16" if element == "f16" else "fp32")
+        inputs = feeds(gemm, {port.get_any_name(): port.get_element_type().to_dtype() for port in compiled.inputs})
         return median_seconds(lambda: request.infer(inputs, share_inputs=True, share_outputs=True))
 
-    timers["openvino"] = (ov.__version__, ov_time)
+    timers["openvino"] = (ov.__version__, ("int8", "fp32", "bf16", "fp16"), ov_time)
     return timers
 
 
-def _kind(onnx_type: str) -> str:
-    return "fp16" if onnx_type == "tensor(float16)" else "fp32"
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+             "tensor(int8)": np.int8}
 
 
 def cache_path() -> Path:
