@@ -22,13 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trm_edge.commands.bench import runtime_label
+from trm_edge.machine import describe
 
 
 def print_table(report: dict) -> None:
-    machine = report.get("machine")
-    if machine:
-        print(f"{machine['cpu']} ({', '.join(machine['features']) or 'no int8/bf16 matrix instructions'}), "
-              f"{machine['threads']} threads\n")
+    if report.get("machine"):
+        print(describe(report["machine"]) + "\n")
     print("| model | runtime | batch | steps | step p50 (ms) | puzzles/s | vs first | GFLOP/s | % limit (ms) | "
           "peak RSS (MB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

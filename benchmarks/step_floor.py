@@ -23,17 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trm_edge.config import Gemm, get_preset, swiglu_inner_size
-from trm_edge.machine import cpu_features, cpu_name, usable_cores
+from trm_edge.machine import describe, this_machine, usable_cores
 from trm_edge.runtimes import ceiling
 
 
 def model_bytes(nodes: list, shape: list[int], out_shape: list[int], initializers: list = (),
                 input_type: int = TensorProto.FLOAT) -> bytes:
-    graph = helper.make_graph(nodes, "floor", [helper.make_tensor_value_info("x", input_type, shape)],
+    return ceiling.onnx_bytes(nodes, [helper.make_tensor_value_info("x", input_type, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def swiglu_activation(rows: int, width: int) -> bytes:
@@ -110,7 +107,7 @@ def main() -> None:
     d, s = config.hidden_size, config.total_len
     inner = swiglu_inner_size(d, config.expansion)
     layers = config.applications_per_step * config.L_layers
-    print(f"# {args.preset}; {cpu_name()} ({', '.join(cpu_features())}), {args.threads} threads; "
+    print(f"# {args.preset}; {describe(this_machine(args.threads))}; "
           f"runtimes: {', '.join(f'{n} {v}' for n, (v, _, _) in timers.items())}")
     for batch in args.batch or [16, 1]:
         limit = ceiling.measured_limit(config, batch, "int8", threads=args.threads)

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trm_edge.machine import cpu_features, cpu_name, usable_cores  # noqa: E402
+from trm_edge.machine import describe, this_machine, usable_cores  # noqa: E402
 
 
 def trm(*args: str) -> None:
@@ -132,9 +132,9 @@ def main() -> None:
     from trm_edge.runtimes.ceiling import measured_limit
 
     bundle = load_bundle(args.bundle or build_bundle(args.work))
-    print(f"# {cpu_name()} ({', '.join(cpu_features())}), {args.threads} threads; {bundle.path} ({bundle.precision})")
-    report = {"cpu": cpu_name(), "features": cpu_features(), "threads": args.threads, "bundle": str(bundle.path),
-              "batches": []}
+    machine = this_machine(args.threads)
+    print(f"# {describe(machine)}; {bundle.path} ({bundle.precision})")
+    report = {**machine, "bundle": str(bundle.path), "batches": []}
     for batch in args.batch or [16, 1]:
         feeds = step_feeds(bundle.path, batch)
         limit = measured_limit(bundle.config, batch, bundle.precision, threads=args.threads)

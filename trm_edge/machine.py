@@ -55,3 +55,14 @@ def cpu_features() -> list[str]:
     """The CPU's int8/bf16 matrix instructions (:data:`MATRIX_FEATURES`), by their vendors' names."""
     flags = cpu_flags()
     return [name for flag, name in MATRIX_FEATURES.items() if flag in flags]
+
+
+def this_machine(threads: int) -> dict[str, object]:
+    """What a speed figure was measured on: ``{"cpu", "features", "threads"}`` (bench's ``machine``)."""
+    return {"cpu": cpu_name(), "features": cpu_features(), "threads": threads}
+
+
+def describe(machine: dict) -> str:
+    """``NAME (AMX-INT8, ...), N threads``: the line that names the machine beside speed figures."""
+    features = ", ".join(machine["features"]) or "no int8/bf16 matrix instructions"
+    return f"{machine['cpu']} ({features}), {machine['threads']} threads"

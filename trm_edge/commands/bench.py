@@ -10,6 +10,7 @@ import typer
 from trm_edge.commands import common
 from trm_edge.commands.output import console, print_json
 from trm_edge.errors import TrmEdgeError
+from trm_edge.machine import describe, this_machine, usable_cores
 from trm_edge.progress import progress
 
 
@@ -100,8 +101,8 @@ def bench(
     if limit:
         for entry, rt in zip(entries, rts):  # noqa: B905
             _add_limits(entry, rt, threads)
-    report = {"machine": _machine(threads), "data": str(data) if data else "random", "baseline": entries[0]["model"],
-              "models": entries}
+    report = {"machine": this_machine(threads or usable_cores()), "data": str(data) if data else "random",
+              "baseline": entries[0]["model"], "models": entries}
     if every:
         report["ranking"] = _ranking(entries, batch)
     if plot is not None:
@@ -115,16 +116,9 @@ def bench(
     _print_report(report)
 
 
-def _machine(threads: int | None) -> dict[str, Any]:
-    from trm_edge.machine import cpu_features, cpu_name, usable_cores
-
-    return {"cpu": cpu_name(), "features": cpu_features(), "threads": threads or usable_cores()}
-
-
 def _add_limits(entry: dict[str, Any], rt: Any, threads: int | None) -> None:
     """Each result's ``limit`` (the step at this machine's limit, runtimes/ceiling.py) and ``percent_of_limit``
     (of its full steps' median; None where it had none, or no limit could be had)."""
-    from trm_edge.machine import usable_cores
     from trm_edge.runtimes.ceiling import step_limit
 
     for row in entry["results"]:
@@ -154,9 +148,7 @@ def _print_report(report: dict[str, Any]) -> None:
             if limits:
                 cells.append(f"{r['percent_of_limit']:.0f}%" if r.get("percent_of_limit") else "-")
             table.add_row(*cells)
-    machine = report["machine"]
-    console.print(f"{machine['cpu']} ({', '.join(machine['features']) or 'no int8/bf16 matrix instructions'}), "
-                  f"{machine['threads']} threads", markup=False, highlight=False)
+    console.print(describe(report["machine"]), markup=False, highlight=False)
     console.print(table)
     if limits:
         console.print("% limit: the step's GEMMs timed alone in the model's precision on the fastest installed "

@@ -13,13 +13,10 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
 
 
-def _positive(flag: str):
-    def check(value):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{flag} {value} must be more than 0")
-        return value
-
-    return check
+def _timeout(value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"--timeout {value} must be more than 0")
+    return value
 
 
 def _port(value: int) -> int:
@@ -38,11 +35,11 @@ def serve(
                                   "solved at once.", callback=common.at_least_one("--max-batch")),
     max_queue: int = typer.Option(1024, "--max-queue", help="Puzzles waiting for a row at most; a request that "
                                   "would overflow the queue gets 503 with Retry-After at once.",
-                                  callback=_positive("--max-queue")),
+                                  callback=common.at_least_one("--max-queue")),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request may take from arrival to answer; "
-                                  "then 504 and its rows leave the batch.", callback=_positive("--timeout")),
+                                  "then 504 and its rows leave the batch.", callback=_timeout),
     max_body: int = typer.Option(4 << 20, "--max-body", help="Largest request body in bytes (413 beyond).",
-                                 callback=_positive("--max-body")),
+                                 callback=common.at_least_one("--max-body")),
     batching: str = typer.Option("continuous", "--batching", help="continuous: a waiting puzzle takes a halted "
                                  "puzzle's row at the next step. whole: fixed batches through every step, new puzzles "
                                  "once the batch is done (what a generic model server does; the benchmark's baseline); "
