@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle.files import check_name
 from trm_edge.bundle.tolerances import FLOAT_PREFIX
 from trm_edge.config import TRMConfig
 from trm_edge.errors import BundleError, ConfigError, choices
@@ -98,10 +99,11 @@ class Manifest:
         return self.engines.get("tensorrt") or None
 
     def referenced_files(self) -> list[str]:
-        """Files the manifest points at (graphs, embedding table, identifiers, golden I/O)."""
-        found = [g.get("file") for g in self.graphs.values()]
-        for section in (self.puzzle_embeddings, self.golden):
-            if section:
+        """Files the manifest points at (graphs and their external weights, embedding table, identifiers, golden
+        I/O, engines)."""
+        found = [name for g in self.graphs.values() for name in (g.get("file"), g.get("external_data"))]
+        for section in (self.puzzle_embeddings, self.golden, *self.engines.values()):
+            if isinstance(section, Mapping):
                 found += [section.get("file"), section.get("identifiers")]
         return sorted({str(f) for f in found if f})
 
@@ -122,8 +124,9 @@ class Manifest:
         return out
 
     @classmethod
-    def from_dict(cls, raw: Any, *, where: str = "the bundle") -> Manifest:
-        """Parse and check a manifest; a BundleError names what is wrong and where."""
+    def from_dict(cls, raw: Any, *, where: str = "the bundle", reading: bool = False) -> Manifest:
+        """Parse and check a manifest; a BundleError names what is wrong and where. ``reading``: the manifest of a
+        bundle on disk, which must list (and so checksum) every file it points at."""
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else None
             raise BundleError(f"{where} has format {found!r}; this trm-edge reads {FORMAT!r}")
@@ -138,6 +141,12 @@ class Manifest:
         if digest is not None and digest != manifest_digest(raw):
             raise BundleError(f"{where}: {MANIFEST} does not match its {DIGEST_KEY} (edited by hand or corrupt); "
                               "re-export the bundle, or restore its manifest")
+        for key in ("graphs", "initial_state", "files"):
+            if not isinstance(raw[key], dict):
+                raise BundleError(f"{where}: {MANIFEST} {key!r} must be an object, not {type(raw[key]).__name__}")
+        for key in ("loop", "puzzle_embeddings", "golden", "engines", "quantization", "data_recipe"):
+            if raw.get(key) is not None and not isinstance(raw[key], dict):
+                raise BundleError(f"{where}: {MANIFEST} {key!r} must be an object or absent")
         manifest = cls(task=raw["task"], model=model, target=raw["target"], precision=raw["precision"],
                        graphs=raw["graphs"], initial_state=raw["initial_state"], files=raw["files"],
                        loop=raw.get("loop") or {}, puzzle_embeddings=raw.get("puzzle_embeddings"),
@@ -146,27 +155,58 @@ class Manifest:
                        sections={k: v for k, v in raw.items() if k not in (*_TYPED, DIGEST_KEY)},
                        sealed=digest is not None)
         manifest.check(where=where)
+        unlisted = [f for f in manifest.referenced_files() if f not in manifest.files]
+        if reading and unlisted:
+            raise BundleError(f"{where}: {choices(unlisted)} not listed in {MANIFEST} 'files'")
         return manifest
 
     def check(self, *, where: str = "the bundle") -> None:
         """The fields every reader relies on: known precision, graph files, an initial state of the model's
-        width, a finite halting threshold, every referenced file listed in ``files``."""
-        if self.precision not in PRECISIONS:
+        width, a finite halting threshold, file names that stay inside the bundle, every referenced file listed in
+        ``files``."""
+        if not isinstance(self.task, (str, type(None))) or not isinstance(self.target, str):
+            raise BundleError(f"{where}: 'task' and 'target' must be strings (task {self.task!r}, "
+                              f"target {self.target!r})")
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise BundleError(f"{where}: precision {self.precision!r} is not one of {choices(PRECISIONS)}")
         if not isinstance(self.graphs, Mapping) or not self.graphs or not all(
-                isinstance(g, Mapping) and isinstance(g.get("file"), str) for g in self.graphs.values()):
-            raise BundleError(f"{where}: 'graphs' must name at least one graph with a 'file'")
+                isinstance(g, Mapping) and isinstance(g.get("file"), str) for g in self.graphs.values()
+        ) or "step" not in self.graphs:
+            raise BundleError(f"{where}: 'graphs' must name the 'step' graph, each graph with a 'file'")
         hidden = self.model.hidden_size
         for name in ("z_H", "z_L"):
             value = self.initial_state.get(name) if isinstance(self.initial_state, Mapping) else None
-            if not isinstance(value, list) or len(value) != hidden:
-                raise BundleError(f"{where}: initial_state.{name} must be a list of {hidden} floats (hidden_size)")
+            if not isinstance(value, list) or len(value) != hidden or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                raise BundleError(f"{where}: initial_state.{name} must be a list of {hidden} finite floats "
+                                  "(hidden_size)")
         threshold = self.loop.get("halt_threshold", 0.0)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise BundleError(f"{where}: loop.halt_threshold {threshold!r} is not a finite number")
+        _check_sections(self, where)
         unlisted = [f for f in self.referenced_files() if f not in self.files]
         if self.files and unlisted:
             raise BundleError(f"{where}: {choices(unlisted)} not listed in {MANIFEST} 'files'")
+
+
+def _check_sections(manifest: Manifest, where: str) -> None:
+    """The file-naming sections: names of the right type that stay inside the bundle, checksums as hex strings."""
+    for name, section, keys in [*((f"graphs.{k}", g, ("file", "external_data")) for k, g in manifest.graphs.items()),
+                                ("puzzle_embeddings", manifest.puzzle_embeddings, ("file", "identifiers")),
+                                ("golden", manifest.golden, ("file",)),
+                                *((f"engines.{k}", e, ("file",)) for k, e in manifest.engines.items())]:
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            raise BundleError(f"{where}: {name} must be an object")
+        for key in keys:
+            optional = key == "external_data" or (name.startswith("engines.") and key not in section)
+            if not (optional and section.get(key) is None):
+                check_name(section.get(key), where=f"{where}: {name}.{key}")
+    for rel, digest in manifest.files.items():
+        check_name(rel, where=f"{where}: 'files'")
+        if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise BundleError(f"{where}: the sha256 of {rel!r} in 'files' is not 64 hex digits: {digest!r}")
 
 
 def _plain(value: Any) -> Any:

@@ -8,14 +8,16 @@ side imports this module. The format is documented in docs/bundle-format.md.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
-import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from trm_edge.bundle import contents
+from trm_edge.bundle.files import BundleChanged, BundleDirectory, Contents, MissingFile
 from trm_edge.bundle.manifest import MANIFEST, Manifest, sealed
 from trm_edge.errors import BundleError, choices
 from trm_edge.io import atomic_directory, sha256_file, write_json_atomic
@@ -50,13 +52,18 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
 
 
 class Bundle:
-    """A bundle directory and its manifest. :func:`load_bundle` opens a verified one from disk; export and quantize
-    also make unverified ones over a directory they are still writing, to run its graphs before it is complete."""
+    """A bundle directory and its manifest. :func:`load_bundle` opens a verified one: every file read once, checked
+    against its sha256 and kept, so what runs is what was verified, even if the directory is replaced meanwhile (a
+    server keeps the bundle it verified for its whole life). Export and quantize also make unverified ones over a
+    directory they are still writing, whose files are read from disk when asked for (confined all the same)."""
 
-    def __init__(self, path: str | os.PathLike, manifest: Manifest) -> None:
+    def __init__(self, path: str | os.PathLike, manifest: Manifest,
+                 contents: Mapping[str, Contents] | None = None) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.config = manifest.model
+        self.verified = contents is not None
+        self._contents: dict[str, Contents] = dict(contents or {})
 
     # -- identity --------------------------------------------------------------------------------
     @property
@@ -80,22 +87,51 @@ class Bundle:
         """The model's calibrated halting threshold (the recursion's default), 0 when the manifest has none."""
         return self.manifest.halt_threshold
 
-    def graph_path(self, kind: str = "step") -> Path:
+    @property
+    def where(self) -> str:
+        return f"bundle {str(self.path)!r}"
+
+    def graph_file(self, kind: str = "step") -> str:
         try:
-            return self.path / self.manifest.graph_file(kind)
+            return self.manifest.graph_file(kind)
         except BundleError as error:
-            raise BundleError(f"bundle {str(self.path)!r}: {error}") from None
+            raise BundleError(f"{self.where}: {error}") from None
+
+    def graph_path(self, kind: str = "step") -> Path:
+        """Where the graph lies on disk: for messages, tools run by hand (trtexec) and graphs whose weights are in
+        an external file; runtimes load :meth:`graph_bytes`."""
+        return self.path / self.graph_file(kind)
 
     @property
     def step_graph_path(self) -> Path:
         return self.graph_path("step")
 
-    def with_step_graph(self, graph: str | os.PathLike, *, precision: str) -> Bundle:
-        """This bundle with another step graph (a candidate of quantize's accuracy control): not on disk as a
-        bundle, so unverified; runtimes run it exactly as they run a user's bundle."""
-        step = {**self.manifest.graphs["step"], "file": str(Path(graph).resolve())}
-        return Bundle(self.path, self.manifest.replace(graphs={**self.manifest.graphs, "step": step},
-                                                       precision=precision))
+    def graph_bytes(self, kind: str = "step") -> bytes:
+        """The graph's ONNX bytes, as verified when the bundle was loaded."""
+        return bytes(self.read(self.graph_file(kind)))
+
+    def graph_has_external_data(self, kind: str = "step") -> bool:
+        """Weights in a file beside the graph (past the 2 GB protobuf limit): the runtime must open it by path."""
+        return bool(self.manifest.graphs[kind].get("external_data"))
+
+    def read(self, name: str) -> Contents:
+        """The bytes of the bundle file ``name``: those verified at load, or (unverified bundle) read now."""
+        if name in self._contents:
+            return self._contents[name]
+        if self.verified:
+            raise BundleError(f"{self.where}: {name!r} is not one of its files")
+        with BundleDirectory(self.path) as directory:
+            return directory.read(name)
+
+    def with_step_graph(self, graph: str | os.PathLike | bytes, *, precision: str) -> Bundle:
+        """This bundle with another step graph (a candidate of quantize's accuracy control, as bytes or a file):
+        not on disk as a bundle; runtimes run it exactly as they run a user's bundle."""
+        data = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
+        step = {**self.manifest.graphs["step"], "external_data": None}
+        manifest = self.manifest.replace(graphs={**self.manifest.graphs, "step": step}, precision=precision)
+        bundle = Bundle(self.path, manifest, {**self._contents, self.graph_file("step"): data})
+        bundle.verified = self.verified
+        return bundle
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, target={self.target!r}, precision={self.precision!r})"
@@ -112,12 +148,18 @@ class Bundle:
         return np.ascontiguousarray(np.broadcast_to(z_H, shape)), np.ascontiguousarray(np.broadcast_to(z_L, shape))
 
     def puzzle_embeddings(self) -> np.ndarray | None:
-        """The puzzle embedding table ``[rows, puzzle_emb_ndim]`` (memory-mapped), or None when the
-        graph has no ``puzzle_embedding`` input."""
+        """The puzzle embedding table ``[rows, puzzle_emb_ndim]`` (a read-only view of the mapped file), or None
+        when the graph has no ``puzzle_embedding`` input."""
+        return self._table
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray | None:
         section = self.manifest.puzzle_embeddings
         if not section:
             return None
-        return np.load(self.path / section["file"], mmap_mode="r")
+        name = section["file"]
+        return contents.puzzle_table(self.read(name), where=f"{self.where}: {name!r}",
+                                     dim=self.config.puzzle_emb_ndim)
 
     def identifiers(self) -> dict[str, list] | None:
         """``{"ids": [...], "names": [...]}``: row i of the table is identifier ``ids[i]`` named ``names[i]``."""
@@ -129,7 +171,9 @@ class Bundle:
         section = self.manifest.puzzle_embeddings
         if not section:
             return None
-        return json.loads((self.path / section["identifiers"]).read_text())
+        name = section["identifiers"]
+        return contents.identifier_lists(self.read(name), where=f"{self.where}: {name!r}",
+                                         rows=len(self.puzzle_embeddings()))
 
     @functools.cached_property
     def _rows(self) -> tuple[dict[int, int], dict[str, int]]:
@@ -160,9 +204,10 @@ class Bundle:
         (see ``manifest['golden']`` for the keys)."""
         section = self.manifest.golden
         if not section:
-            raise BundleError(f"bundle {str(self.path)!r} has no golden I/O")
-        with np.load(self.path / section["file"]) as data:
-            return {key: data[key] for key in data.files}
+            raise BundleError(f"{self.where} has no golden I/O")
+        name = section["file"]
+        return contents.golden_arrays(bytes(self.read(name)), where=f"{self.where}: {name!r}",
+                                      keys=section.get("keys"))
 
     # -- updates ---------------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> Bundle:
@@ -172,39 +217,61 @@ class Bundle:
         return load_bundle(self.path)
 
     def copy_to(self, destination: str | os.PathLike, *, force: bool = False) -> Bundle:
-        """Copy the bundle to a new directory atomically (for bundle -> bundle tools like quantize)."""
+        """Copy the bundle to a new directory atomically (for bundle -> bundle tools like quantize): the files
+        this bundle verified, not what the source directory holds now."""
         with atomic_directory(destination, force=force) as tmp:
             for rel in [*self.manifest.files, MANIFEST]:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(self.path / rel, tmp / rel)
+                (tmp / rel).write_bytes(self.read(rel))
         return load_bundle(destination)
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """The parsed, checked manifest of a bundle directory, without verifying the files' checksums."""
-    root = Path(path)
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{str(root)!r} is not a trm-edge bundle (no {MANIFEST})")
+def parse_manifest(data: bytes, *, where: str) -> Manifest:
+    """The parsed, checked manifest from the bytes of a manifest.json."""
     try:
-        raw = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"bundle {str(root)!r}: {MANIFEST} is not valid JSON ({error}); the bundle is "
-                          "corrupt, re-export it") from None
-    return Manifest.from_dict(raw, where=f"bundle {str(root)!r}")
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as error:  # bad JSON or UTF-8, too deep, integers past the digit limit
+        raise BundleError(f"{where}: {MANIFEST} is not valid JSON ({' '.join(str(error).split())[:200]}); the "
+                          "bundle is corrupt, re-export it") from None
+    return Manifest.from_dict(raw, where=where, reading=True)
 
 
 def load_bundle(path: str | os.PathLike, *, verify: bool = True) -> Bundle:
-    """Open a bundle, refusing one with an unknown format, a malformed manifest, or a missing, truncated or
-    tampered file (every sha256 in ``files`` is checked unless ``verify=False``)."""
-    root = Path(path)
-    manifest = read_manifest(root)
-    if verify:
-        for rel, digest in manifest.files.items():
-            target = root / rel
-            if not target.is_file():
-                raise BundleError(f"bundle {str(root)!r} is incomplete: {rel!r} is missing")
-            if sha256_file(target) != digest:
-                raise BundleError(f"bundle {str(root)!r}: {rel!r} does not match its sha256 in {MANIFEST} "
-                                  "(tampered or truncated); re-export or re-copy the bundle")
-    return Bundle(root, manifest)
+    """Open a bundle, refusing one with an unknown format, a malformed manifest, a name that leads outside it, or
+    a missing, truncated or tampered file (every sha256 in ``files`` is checked unless ``verify=False``). A bundle
+    replaced while it is read is read again once; a second change is one error that says so."""
+    try:
+        return _read_bundle(Path(path), verify=verify)
+    except BundleChanged:
+        try:
+            return _read_bundle(Path(path), verify=verify)
+        except BundleChanged as error:
+            raise BundleError(f"bundle {str(path)!r} changed while it was read, twice ({error}); read it again once "
+                              "its update is done") from None
+
+
+def _read_bundle(root: Path, *, verify: bool) -> Bundle:
+    where = f"bundle {str(root)!r}"
+    with BundleDirectory(root) as directory:
+        raw = _manifest_bytes(directory)
+        manifest = parse_manifest(raw, where=where)
+        table = (manifest.puzzle_embeddings or {}).get("file")
+        found: dict[str, Contents] = {}
+        for rel in sorted({*manifest.files, *manifest.referenced_files()}):
+            data = directory.map(rel) if rel == table else directory.read(rel)
+            if verify and hashlib.sha256(data).hexdigest() != manifest.files[rel]:
+                if directory.replaced or _manifest_bytes(directory) != raw:
+                    raise BundleChanged(f"{rel!r} no longer matches the manifest read before it")
+                raise BundleError(f"{where}: {rel!r} does not match its sha256 in {MANIFEST} (tampered or "
+                                  "truncated); re-export or re-copy the bundle")
+            found[rel] = data
+    return Bundle(root, manifest, {**found, MANIFEST: raw})
+
+
+def _manifest_bytes(directory: BundleDirectory) -> bytes:
+    try:
+        return directory.read(MANIFEST)
+    except BundleChanged:
+        raise
+    except MissingFile:
+        raise BundleError(f"{str(directory.root)!r} is not a trm-edge bundle (no {MANIFEST})") from None

@@ -47,7 +47,7 @@ def build_engine(
                       timing_cache=timing_cache, workspace_mb=workspace, dla_core=dla_core)
     if dry_run:
         if as_json:
-            print_json({k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()})
+            print_json({k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items() if k != "graph"})
         else:
             where = f" on DLA core {plan.dla_core}" if plan.dla_core is not None else ""
             console.print(f"would build a {plan.precision} engine{where}, batch {plan.min_batch}..{plan.max_batch} "

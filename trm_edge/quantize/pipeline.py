@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -147,6 +146,14 @@ def quantize_bundle(bundle: str | Path, output: str | Path, options: QuantizeOpt
 # -- INT8 ----------------------------------------------------------------------------------------------------
 
 
+def _load_graph(src) -> onnx.ModelProto:
+    """The source bundle's step graph as verified when it was loaded (weights past the 2 GB protobuf limit come
+    from their verified file beside it)."""
+    if src.graph_has_external_data():
+        return onnx.load(str(src.step_graph_path))
+    return onnx.load_from_string(src.graph_bytes())
+
+
 def _preflight(prepared: onnx.ModelProto, fmt: Int8Format, backend: Backend, tensors: list[str],
                excluded: list[str], attention: bool) -> None:
     """Fail in seconds what would otherwise fail after minutes of calibration: the backend is installed, and
@@ -172,7 +179,7 @@ def _int8(src, target, options: QuantizeOptions, work: Path, log) -> tuple[onnx.
     if options.backend is Backend.NNCF and method is Method.ENTROPY:
         raise QuantizationError("--method entropy is onnxruntime's (--backend ort); NNCF offers minmax and "
                                 "percentile")
-    prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
+    prepared, passes = prepare(_load_graph(src))
     excluded = resolve_excludes(prepared, list(options.exclude), fmt.quantize_ops)
     tensors = quantized_inputs(prepared, fmt.quantize_ops, attention=options.attention_int8)
     _preflight(prepared, fmt, options.backend, tensors, excluded, options.attention_int8)
@@ -294,7 +301,7 @@ def _fp16(src, target, options: QuantizeOptions, log) -> tuple[onnx.ModelProto, 
                                 f"{choices(target.precisions)}); fp16 is for GPU targets")
     if options.max_drop is not None or options.exclude:
         raise QuantizationError("--max-drop and --exclude apply to --int8")
-    prepared, passes = prepare(onnx.load(str(src.step_graph_path)))
+    prepared, passes = prepare(_load_graph(src))
     log("converting to float16 (float32 I/O and RMSNorm)")
     model, fp16_info = to_fp16(prepared)
     data = None
@@ -341,10 +348,9 @@ def _write(src, model: onnx.ModelProto, info: dict, extra: dict, output: Path, o
         for rel in src_files:
             if rel not in skip and rel != B.GOLDEN_FILE:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src.path / rel, tmp / rel)
+                (tmp / rel).write_bytes(src.read(rel))
         files = save_model(model, tmp / step_rel)
-        float_bytes = sum((src.path / f).stat().st_size for f in src_files
-                          if f == step_rel or f.startswith(step_rel + "."))
+        float_bytes = sum(len(src.read(f)) for f in src_files if f == step_rel or f.startswith(step_rel + "."))
         quant_bytes = sum(f.stat().st_size for f in files)
         step = {**src.graphs["step"], "bytes": quant_bytes, "precision": precision, "nodes": len(model.graph.node)}
         info["sizes"] = {"float_step_bytes": float_bytes, "step_bytes": quant_bytes,

@@ -65,9 +65,10 @@ class OpenVinoRuntime(Runtime):
             config["INFERENCE_PRECISION_HINT"] = self.precision
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        path = str(self.source.bundle.step_graph_path)
-        try:
-            model = core.read_model(path)
+        bundle = self.source.bundle
+        path = str(bundle.step_graph_path)
+        try:  # the verified bytes; weights past the 2 GB protobuf limit make OpenVINO open the (verified) files
+            model = core.read_model(path if bundle.graph_has_external_data() else bundle.graph_bytes())
             self.compiled = core.compile_model(model, self.ov_device, config)
         except RuntimeError as error:  # OpenVINO raises RuntimeError for graphs it cannot read or compile
             raise RuntimeUnavailableError(f"OpenVINO cannot compile {path!r} for {self.ov_device}: "

@@ -124,13 +124,15 @@ class OnnxRuntime(Runtime):
                                          "trt_fp16_enable": str(self.source.precision == "fp16")})
             else:
                 provider_options.append({})
+        bundle = self.source.bundle
+        # the verified bytes; only weights past the 2 GB protobuf limit make onnxruntime open the (verified) files
+        model = str(bundle.step_graph_path) if bundle.graph_has_external_data() else bundle.graph_bytes()
         start = time.perf_counter()
         try:
-            self.session = ort.InferenceSession(str(self.source.bundle.step_graph_path),
-                                                sess_options=session_options(self.ort_options),
+            self.session = ort.InferenceSession(model, sess_options=session_options(self.ort_options),
                                                 providers=providers, provider_options=provider_options)
         except Exception as error:  # onnxruntime raises its own untyped exceptions (Fail, InvalidGraph, ...)
-            raise RuntimeUnavailableError(f"onnxruntime cannot load {str(self.source.bundle.step_graph_path)!r}: "
+            raise RuntimeUnavailableError(f"onnxruntime cannot load {str(bundle.step_graph_path)!r}: "
                                           f"{' '.join(str(error).split())[:300]}") from None
         self.load_seconds = time.perf_counter() - start
         self.providers = list(self.session.get_providers())

@@ -195,7 +195,7 @@ class TensorRTRuntime(Runtime):
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if record.dla_core is not None:
             runtime.DLA_core = record.dla_core
-        engine = runtime.deserialize_cuda_engine((self.source.path / record.file).read_bytes())
+        engine = runtime.deserialize_cuda_engine(bytes(self.source.bundle.read(record.file)))
         if engine is None:
             raise BundleError(f"TensorRT {trt.__version__} could not deserialize {record.file!r}; rebuild it "
                               f"with `trm-edge build-engine {self.source.path}`")

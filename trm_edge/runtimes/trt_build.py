@@ -15,7 +15,7 @@ import datetime
 import shlex
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class BuildPlan:
     fp32_layers: tuple[str, ...]  # ONNX node (= TensorRT layer) names pinned to float32
     fp32_tensors: tuple[str, ...]  # their output tensors (how a layer is found when the parser renames it)
     trtexec: str
+    graph: bytes | None = field(default=None, repr=False)  # the verified step graph (None: weights in a file beside)
 
 
 def plan_build(bundle_path: str | Path, *, precision: str | None = None, max_batch: int = 16,
@@ -97,7 +98,9 @@ def plan_build(bundle_path: str | Path, *, precision: str | None = None, max_bat
         raise TrmEdgeError(f"--max-batch {max_batch} must be at least 1")
     opt_batch = min(opt_batch or max_batch, max_batch)
     onnx_path = Path(bundle.step_graph_path)
-    graph = onnx.load(str(onnx_path), load_external_data=False)
+    graph_bytes = None if bundle.graph_has_external_data() else bundle.graph_bytes()
+    graph = (onnx.load(str(onnx_path), load_external_data=False) if graph_bytes is None
+             else onnx.load_from_string(graph_bytes))
     first = next((i for i in graph.graph.input if i.name == "inputs"), None)
     if first is None:
         raise TrmEdgeError(f"{str(onnx_path)!r} has no 'inputs' input: not a trm-edge step graph")
@@ -116,7 +119,7 @@ def plan_build(bundle_path: str | Path, *, precision: str | None = None, max_bat
                            max_batch=hi, static_batch=static is not None, timing_cache=cache,
                            workspace_mb=workspace_mb, dla_core=dla_core, fp32_layers=fp32_layers)
     return BuildPlan(Path(bundle_path), onnx_path, engine, precision, lo, opt, hi, static, cache, workspace_mb,
-                     dla_core, fp32_layers, fp32_tensors, line)
+                     dla_core, fp32_layers, fp32_tensors, line, graph_bytes)
 
 
 def _bundle_target(bundle: Any) -> Any:
@@ -193,7 +196,9 @@ def build_engine(plan: BuildPlan, *, log: Any = print) -> EngineRecord:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(plan.onnx)):
+    parsed = (parser.parse_from_file(str(plan.onnx)) if plan.graph is None
+              else parser.parse(plan.graph, str(plan.onnx)))  # path: where the parser reports errors from
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise TrmEdgeError(f"TensorRT {trt.__version__} cannot parse {str(plan.onnx)!r}: {errors}")
     config = builder.create_builder_config()
