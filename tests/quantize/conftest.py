@@ -10,6 +10,16 @@ from tests.conftest import TINY_CONFIGS, random_trm
 TASKS = {"mlp": "sudoku", "rope": "sudoku", "many-puzzles": None}
 
 
+def native_x86_target() -> str:
+    """The x86 target whose INT8 format this CPU's onnxruntime kernels run as intended: x86-avx512 (full-range u8 x
+    s8) needs its VNNI; without it, AVX2's vpmaddubsw saturates those 16-bit sums, which x86-avx2's 7-bit weights
+    avoid. Tests that measure what int8 rounding costs run on this one."""
+    from trm_edge.machine import cpu_flags
+    from trm_edge.targets import get_target
+
+    return "x86-avx512" if set(get_target("x86-avx512").cpu_features) <= cpu_flags() else "x86-avx2"
+
+
 def make_model(name: str, seed: int = 0):
     """A seeded tiny TRM with a random halting head (the training init never halts) and random puzzle rows of
     unit scale (the accuracy-control test's rankings were measured on this model)."""

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.quantize.conftest import native_x86_target
 from trm_edge.errors import QuantizationError
 
 
@@ -121,10 +122,11 @@ def test_step1_calibration_costs_accuracy_on_the_trained_model(tmp_path):
     from trm_edge.trm.checkpoint import load_model, read_checkpoint_info
 
     info = read_checkpoint_info("default")
-    path = export_bundle(load_model("default"), tmp_path / "fp32", target="x86-avx512", task=info.get("task"),
+    target = native_x86_target()
+    path = export_bundle(load_model("default"), tmp_path / "fp32", target=target, task=info.get("task"),
                          checkpoint_info=info, validation_steps=1)
     b = load_bundle(path)
-    spec = int8_format(get_target("x86-avx512"))
+    spec = int8_format(get_target(target))
     prepared, _ = prepare(onnx.load(str(b.step_graph_path)))
     data = load_calibration(b, task=b.task, n=64, eval_n=300, seed=11)
     _, ranges = record(prepared, b, data.calibration, tensors=quantized_inputs(prepared, spec.quantize_ops))

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.quantize.conftest import native_x86_target
 from trm_edge.errors import QuantizationError
 
 
@@ -82,7 +83,7 @@ def test_only_gemm_inputs_are_quantized(calibrated):
     from trm_edge.quantize.backends import quantize_int8
     from trm_edge.quantize.formats import Backend, Method
 
-    c = calibrated()
+    c = calibrated(native_x86_target())
     model, info = quantize_int8(c["prepared"], c["spec"], backend=Backend.ORT, method=Method.MINMAX,
                                 ranges=c["ranges"].merged())
     assert info["float_consumers_rewired"] > 0

@@ -201,28 +201,26 @@ def record(model: onnx.ModelProto, bundle: Bundle, examples, *, tensors: Sequenc
     parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(steps)]
     inputs = np.asarray(examples.inputs, np.int32)
     ids = None if examples.puzzle_identifiers is None else np.asarray(examples.puzzle_identifiers).reshape(-1)
-    with tempfile.TemporaryDirectory(prefix="trm-edge-ranges-") as tmp:
-        graph = Path(tmp) / "ranges.onnx"
-        graph.write_bytes(range_model(model, tensors, channels).SerializeToString())
-        runtime = OnnxRuntime(bundle_source(bundle.with_step_graph(graph, precision="fp32")), device="cpu",
-                              options=OrtOptions(intra_op_threads=threads, priority_order=True),
-                              extra_outputs=[*range_names, *channel_names])
-        recursion = Recursion(runtime, batch_size=batch_size, max_steps=steps, halt=halt, threshold=threshold,
-                              refill=False, keep_state=True)
-        try:
-            with runtime:
-                for result in recursion.steps(inputs, ids):
-                    k, out = int(result.steps[0]) - 1, result.outputs  # no refill: one step per batch
-                    parts[k].append((result.feeds["z_H"], result.feeds["z_L"], result.puzzles))
-                    if tensors:
-                        low[k] = np.minimum(low[k], np.array([out[n] for n in range_names[::2]], np.float32).ravel())
-                        high[k] = np.maximum(high[k], np.array([out[n] for n in range_names[1::2]],
-                                                               np.float32).ravel())
-                    for i, t in enumerate(channels):
-                        channel_low[t][k].append(out[channel_names[2 * i]])
-                        channel_high[t][k].append(out[channel_names[2 * i + 1]])
-        except RuntimeUnavailableError as error:
-            raise QuantizationError(f"onnxruntime cannot load the calibration graph: {error}") from None
+    graph = range_model(model, tensors, channels).SerializeToString()
+    runtime = OnnxRuntime(bundle_source(bundle.with_step_graph(graph, precision="fp32")), device="cpu",
+                          options=OrtOptions(intra_op_threads=threads, priority_order=True),
+                          extra_outputs=[*range_names, *channel_names])
+    recursion = Recursion(runtime, batch_size=batch_size, max_steps=steps, halt=halt, threshold=threshold,
+                          refill=False, keep_state=True)
+    try:
+        with runtime:
+            for result in recursion.steps(inputs, ids):
+                k, out = int(result.steps[0]) - 1, result.outputs  # no refill: one step per batch
+                parts[k].append((result.feeds["z_H"], result.feeds["z_L"], result.puzzles))
+                if tensors:
+                    low[k] = np.minimum(low[k], np.array([out[n] for n in range_names[::2]], np.float32).ravel())
+                    high[k] = np.maximum(high[k], np.array([out[n] for n in range_names[1::2]],
+                                                           np.float32).ravel())
+                for i, t in enumerate(channels):
+                    channel_low[t][k].append(out[channel_names[2 * i]])
+                    channel_high[t][k].append(out[channel_names[2 * i + 1]])
+    except RuntimeUnavailableError as error:
+        raise QuantizationError(f"onnxruntime cannot load the calibration graph: {error}") from None
     table = runtime.puzzle_embedding(np.zeros(len(inputs), np.int64) if ids is None else ids)
     last = max((k for k in range(steps) if parts[k]), default=-1) + 1
     z_H = [np.concatenate([p[0] for p in parts[k]]) for k in range(last)]
