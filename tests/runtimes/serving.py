@@ -25,6 +25,7 @@ class Server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        self.log = ""
         self.process = subprocess.Popen(
             [python, "-m", "trm_edge", "serve", str(model), "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
@@ -68,10 +69,11 @@ class Server:
         return float(found.group(1))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the server and wait for its exit code; what it printed on stderr is kept in ``log``."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
         finally:
             self.process.kill()
-            self.process.communicate()
+            self.log += self.process.communicate()[1] or ""

@@ -19,8 +19,8 @@ from trm_edge.machine import usable_cores
 from trm_edge.runtimes.recursion import DEFAULTS
 from trm_edge.runtimes.registry import RUNTIMES
 
-MODEL_HELP = ("A bundle directory, a checkpoint directory, a training run directory (its model/), or 'default' "
-              "(the shipped model; the default).")
+MODEL_HELP = ("A bundle directory, a checkpoint directory, a training run directory (its model/), or a shipped "
+              "model's name, 'default' (the default) or 'maze': its bundle (its checkpoint is trm_edge/models/NAME).")
 RUNTIME_DEFAULT = ("Default: the fastest installed runtime that holds parity for the bundle's target (torch for "
                    "checkpoints).")
 HALT_HELP = ("Stop each puzzle at the first step whose halting logit exceeds --threshold, as a deployment does; "

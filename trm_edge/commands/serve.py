@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import typer
 
 from trm_edge.commands import common
@@ -13,10 +16,15 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
 
 
-def _timeout(value: float) -> float:
-    if not value > 0:
-        raise ConfigError(f"--timeout {value} must be more than 0")
-    return value
+def _positive(flag: str) -> Any:
+    """A typer callback: the option is a finite number of seconds above 0."""
+
+    def check(value: float) -> float:
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{flag} {value} must be a finite number of seconds above 0")
+        return value
+
+    return check
 
 
 def _port(value: int) -> int:
@@ -37,7 +45,11 @@ def serve(
                                   "would overflow the queue gets 503 with Retry-After at once.",
                                   callback=common.at_least_one("--max-queue")),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds a request may take from arrival to answer; "
-                                  "then 504 and its rows leave the batch.", callback=_timeout),
+                                  "then 504 and its rows leave the batch.", callback=_positive("--timeout")),
+    drain_timeout: float = typer.Option(20.0, "--drain-timeout", help="Seconds from SIGTERM (or Ctrl-C) to exit at "
+                                        "most: accepted requests are answered while the batch can still finish in "
+                                        "time, those still queued then get 503 with Retry-After.",
+                                        callback=_positive("--drain-timeout")),
     max_body: int = typer.Option(4 << 20, "--max-body", help="Largest request body in bytes (413 beyond).",
                                  callback=common.at_least_one("--max-body")),
     batching: str = typer.Option("continuous", "--batching", help="continuous: a waiting puzzle takes a halted "
@@ -53,7 +65,8 @@ def serve(
 
     One scheduler thread owns the runtime and batches puzzles from every request step by step: each puzzle leaves
     the batch at the step its halting head stops it, and a waiting one takes its row. Answers are those of
-    `trm-edge solve`. SIGTERM stops accepting, answers every accepted request and exits 0."""
+    `trm-edge solve`. SIGTERM stops accepting, answers the accepted requests within --drain-timeout (503 with
+    Retry-After for those still queued then) and exits 0."""
     from trm_edge.serve.server import BATCHING, bind
     from trm_edge.serve.server import serve as run
 
@@ -63,6 +76,6 @@ def serve(
     opened = common.open_model(common.resolve_model(model), runtime, threads=threads)  # loaded by the scheduler
     try:
         run(opened, sock, batching=batching, max_batch=max_batch, max_queue=max_queue, timeout=timeout,
-            max_body=max_body, max_steps=max_steps, halt=halt, threshold=threshold)
+            max_body=max_body, max_steps=max_steps, halt=halt, threshold=threshold, drain_timeout=drain_timeout)
     finally:
         opened.close()

@@ -22,8 +22,9 @@ from trm_edge.runtimes.registry import RuntimeEntry, get_runtime, lookup, parse_
 
 def open_source(model: str | os.PathLike) -> ModelSource:
     """Resolve ``model``: a bundle directory (with manifest.json), a checkpoint directory, or the
-    name of a shipped model (``default``). Reading a bundle verifies its checksums."""
-    path = Path(model)
+    name of a shipped model (``default``, ``maze``): its bundle, what ``solve`` runs without ``--model`` (its
+    checkpoint is reached by its path, ``trm_edge/models/NAME``). Reading a bundle verifies its checksums."""
+    path = shipped_bundle(model) or Path(model)
     if (path / MANIFEST).is_file():
         return bundle_source(load_bundle(path))
     from trm_edge.trm.checkpoint import halt_threshold, read_checkpoint_info, resolve_model_path
@@ -41,13 +42,27 @@ def open_source(model: str | os.PathLike) -> ModelSource:
                        halt_threshold=halt_threshold(info))
 
 
+def shipped_bundle(model: str | os.PathLike) -> Path | None:
+    """The bundle of the shipped model a bare name names (``trm_edge/models/NAME/bundle``), None for anything else:
+    a path, a file or directory of that name here, or a shipped model without a bundle (then its checkpoint)."""
+    text = str(model)
+    return None if os.sep in text or Path(text).exists() else _packaged_bundle(text)
+
+
+def _packaged_bundle(name: str) -> Path | None:
+    from trm_edge.trm.checkpoint import PACKAGED_MODELS
+
+    bundle = PACKAGED_MODELS / name / "bundle"
+    return bundle if (bundle / MANIFEST).is_file() else None
+
+
 def default_model() -> str | None:
     """The shipped default model, when the package has one (the trainer ships it): its exported CPU
     bundle (``models/default/bundle``, torch-free) when present, else the checkpoint name ``default``."""
-    from trm_edge.trm.checkpoint import PACKAGED_MODELS, resolve_model_path
+    from trm_edge.trm.checkpoint import resolve_model_path
 
-    bundle = PACKAGED_MODELS / "default" / "bundle"
-    if (bundle / MANIFEST).is_file():
+    bundle = _packaged_bundle("default")
+    if bundle is not None:
         return str(bundle)
     try:
         resolve_model_path("default")

@@ -5,7 +5,7 @@ A request's body is read up to the size limit (413 beyond), parsed as ``trm-edge
 the CLI's one-line message), queued (503 with Retry-After at once when the queue is full) and awaited together with
 the client's connection and its deadline: a client that disconnects, or a request past ``--timeout`` (504), has its
 puzzles dropped from the queue at once and its rows from the batch before the next step. A runtime failure on its
-rows is a 500, and the server goes on.
+rows is a 500, and the server goes on. A request still queued when a drain's deadline nears is a 503 (Retry-After).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def create_app(service: Service) -> FastAPI:
         watcher = asyncio.ensure_future(_watch_start(service))
         yield
         watcher.cancel()
-        # uvicorn has drained the connections: answer what is still queued, then end the scheduler's thread
-        await asyncio.get_running_loop().run_in_executor(None, service.scheduler.stop)
+        # uvicorn has drained the connections: the scheduler's thread ends with its batch, by the drain's deadline
+        scheduler = service.scheduler
+        await asyncio.get_running_loop().run_in_executor(None, lambda: scheduler.stop(scheduler.time_left()))
 
     app = FastAPI(title="trm-edge", version=__version__, lifespan=lifespan,
                   description="A Tiny Recursive Model solving puzzles, batched across requests step by step.")
@@ -65,7 +66,7 @@ def create_app(service: Service) -> FastAPI:
 
     def error(status: int, outcome: str, message: str, **headers: str) -> Response:
         service.metrics.requests.labels(outcome).inc()
-        return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
+        return JSONResponse({"error": printable(message)}, status_code=status, headers=headers)
 
     @app.get("/health", summary="Liveness: the process answers.")
     async def health() -> Dict[str, str]:
@@ -90,7 +91,8 @@ def create_app(service: Service) -> FastAPI:
                                              "content": {"application/json": {"schema": REQUEST_SCHEMA}}}},
               responses={400: {"description": "Malformed JSON or a bad puzzle (the CLI's message)."},
                          413: {"description": "A body or a puzzle count over the server's limit."},
-                         503: {"description": "The queue is full, or the model is not ready (Retry-After)."},
+                         503: {"description": "The queue is full, the model is not ready, or the server is "
+                                             "shutting down (Retry-After)."},
                          504: {"description": "Not solved within the server's --timeout."}})
     async def solve(request: Request) -> Response:
         started = time.monotonic()
@@ -143,6 +145,8 @@ def create_app(service: Service) -> FastAPI:
                 return error(499, "disconnected", "the client closed the connection")
             service.feed.cancel(job, "timeout")
             return error(504, "timeout", f"not solved within {service.timeout:g} s (--timeout)")
+        if job.unavailable:  # a drain's deadline came first
+            return error(503, "unavailable", job.error or "", **{"Retry-After": str(RETRY_AFTER_S)})
         if job.error is not None:
             return error(500, "error", job.error)
         response = await run_in_threadpool(work.respond, job.output)
@@ -151,6 +155,11 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse(response)
 
     return app
+
+
+def printable(message: str) -> str:
+    """One line that UTF-8 can carry: a message may quote the body, and a JSON string may hold a lone surrogate."""
+    return " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _disconnected(request: Request) -> None:

@@ -6,7 +6,9 @@ request either belongs to. ``whole`` batching is what a generic model server doe
 batch runs every step, and new puzzles wait until it is done; each puzzle is still answered at its halting step.
 
 A cancelled request (its client gone, its deadline passed) leaves the queue at once and the batch before the next
-step; a failed step fails the requests with rows in that step, and the loop starts again for the rest.
+step; a failed step fails the requests with rows in that step, and the loop starts again for the rest. A drain
+(SIGTERM) goes on batching until the rows in flight could no longer finish by its deadline; then what is still queued
+fails as unavailable (HTTP 503), and the batch finishes.
 
 numpy only: no torch here (the device side).
 """
@@ -49,6 +51,7 @@ class Job:
     on_done: Callable[[Job], Any]
     output: SolveOutput = field(init=False)
     error: str | None = None  # why the job failed or was cancelled
+    unavailable: bool = False  # failed unsolved for want of time (a drain's deadline): the client may retry
     left: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,18 @@ class RequestFeed:
         with self.lock:
             fail(job, reason)
             self._drop_failed()
+
+    def shed(self, reason: str, *, in_flight: bool = False) -> int:
+        """Fail as unavailable every job with a queued puzzle (with ``in_flight``, every job with a row in the batch
+        too); their rows leave before the next step. Returns how many jobs."""
+        with self.lock:
+            jobs = {job for _, job, _ in self.queue}
+            if in_flight:
+                jobs.update(job for job, _ in self.flight.values())
+            for job in jobs:
+                fail(job, reason, unavailable=True)
+            self._drop_failed()
+        return len(jobs)
 
     def _drop_failed(self) -> None:
         self.queue = collections.deque(entry for entry in self.queue if entry[1].error is None)
@@ -153,12 +168,14 @@ class RequestFeed:
 
 
 RETRY_PAUSE_S = 1.0
+DRAIN_MARGIN_S = 1.0  # of a drain's deadline, kept for the end: the last answers sent, the runtime closed, the exit
+RECENT_STEPS = 32  # steps whose slowest one bounds the time of the steps to come
 EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0), np.int32), np.zeros(0, np.int64))
 
 
-def fail(job: Job, error: str) -> None:
+def fail(job: Job, error: str, *, unavailable: bool = False) -> None:
     if job.error is None and job.left:
-        job.error = error
+        job.error, job.unavailable = error, unavailable
         job.on_done(job)
 
 
@@ -179,6 +196,9 @@ class Scheduler:
         self.failure: BaseException | None = None
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="trm-edge-scheduler", daemon=True)
+        self.deadline: float | None = None  # of the drain (time.monotonic()), once one has begun
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_STEPS)
+        self.slowest = 0.0  # seconds, the slowest of the recent steps (read from any thread)
 
     def start(self) -> None:
         self.thread.start()
@@ -186,7 +206,37 @@ class Scheduler:
     def stop(self, timeout: float | None = None) -> None:
         """Accept nothing more, answer what was accepted, and end the thread."""
         self.feed.close()
-        self.thread.join(timeout)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout)
+
+    def drain(self, deadline: float) -> None:
+        """Accept nothing more; answer what was accepted while the batch can still finish by ``deadline``
+        (time.monotonic()), then fail the rest as unavailable. The first deadline holds."""
+        if self.deadline is None:
+            self.deadline = deadline
+        self.feed.close()
+        self._keep_deadline()
+
+    def time_left(self) -> float | None:
+        """Seconds to the drain's deadline (None before a drain)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def _keep_deadline(self) -> None:
+        """During a drain, shed the queue once the batch could not otherwise finish in time: after this step it needs
+        at most ``max_steps`` more, and one more if rows join at the next. Shed the batch too should a step overrun."""
+        if self.deadline is None:
+            return
+        left = self.deadline - DRAIN_MARGIN_S - time.monotonic()
+        reason = "the server is shutting down and had no time left for this request; retry"
+        if left <= self.slowest:
+            self.feed.shed(reason, in_flight=True)
+        elif left <= (self.recursion.max_steps + 1) * self.slowest:
+            self.feed.shed(reason)
+
+    def _timed(self, step: StepResult) -> None:
+        self.recent.append(step.seconds)
+        self.slowest = max(self.recent)
+        self._keep_deadline()
 
     def _main(self) -> None:
         try:
@@ -202,6 +252,7 @@ class Scheduler:
             try:
                 for step in self.recursion.run(self.feed):
                     self.on_step(step, self._answer(step))
+                    self._timed(step)
                 return
             except Exception as error:  # the step failed: only the requests it touched fail, the loop goes on
                 message = " ".join(str(error).split()) or type(error).__name__

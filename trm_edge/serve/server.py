@@ -1,17 +1,18 @@
 """The server assembled: a runtime, the recursion, the scheduler, the API, under uvicorn on a socket the command
-has bound. SIGTERM (or Ctrl-C) stops accepting connections, answers every accepted request, and returns."""
+has bound. SIGTERM (or Ctrl-C) stops accepting connections and drains: the accepted requests are answered while the
+batch can still finish by the drain's deadline, those still queued then get 503, and it returns by the deadline."""
 
 from __future__ import annotations
 
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from trm_edge.errors import TrmEdgeError
 
 BATCHING = ("continuous", "whole")
-STOP_TIMEOUT_S = 30  # what the scheduler gets to finish its queue once uvicorn has returned
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -33,8 +34,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, max_queue: int, timeout: float | None,
-          max_body: int, max_steps: int | None, halt: bool, threshold: float | None) -> None:
-    """Serve until SIGTERM or Ctrl-C; raises TrmEdgeError when the model fails to load or verify."""
+          max_body: int, max_steps: int | None, halt: bool, threshold: float | None, drain_timeout: float) -> None:
+    """Serve until SIGTERM or Ctrl-C, then drain for at most ``drain_timeout`` seconds; raises TrmEdgeError when the
+    model fails to load or verify."""
     import uvicorn
 
     from trm_edge.runtimes.recursion import Recursion
@@ -64,7 +66,7 @@ def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, m
 
     scheduler = Scheduler(recursion, feed, prepare=prepare, on_step=metrics.on_step, answer_halted=whole and halt)
     config = uvicorn.Config(None, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
-    server = uvicorn.Server(config)
+    server = draining_server(config, scheduler, drain_timeout)
     service = Service(scheduler, feed, reader, metrics, model, max_body, timeout,
                       on_failure=lambda error: setattr(server, "should_exit", True))
     config.app = create_app(service)
@@ -78,10 +80,32 @@ def serve(runtime: Any, sock: socket.socket, *, batching: str, max_batch: int, m
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
-        scheduler.stop(timeout=STOP_TIMEOUT_S)  # after a forced exit too: the runtime closes only after this
+        scheduler.drain(time.monotonic() + drain_timeout)  # after a forced exit too (the deadline of a drain holds)
+        scheduler.stop(scheduler.time_left())  # the runtime closes only after this
     if scheduler.failure is not None:
         failure = scheduler.failure
         raise failure if isinstance(failure, TrmEdgeError) else TrmEdgeError(f"the model failed to load: {failure}")
+
+
+def draining_server(config: Any, scheduler: Any, drain_timeout: float) -> Any:
+    """A uvicorn server whose shutdown begins with the scheduler's drain, its deadline counted from the signal."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        signalled: float | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.signalled is None:
+                self.signalled = time.monotonic()
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            scheduler.drain((self.signalled or time.monotonic()) + drain_timeout)
+            # uvicorn's own deadline for the handlers, a last resort: the scheduler answers them all before it
+            self.config.timeout_graceful_shutdown = scheduler.time_left()
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
 
 
 def verify(runtime: Any) -> dict[str, Any] | None:

@@ -50,12 +50,7 @@ class Reader:
             self.codec = get_codec(self.runtime.task)
 
     def read(self, body: bytes) -> Work:
-        try:
-            value = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise PuzzleError(f"request body: invalid JSON: {error}") from None
-        except RecursionError:
-            raise PuzzleError("request body: JSON nested too deeply") from None
+        value = parse_json(body)
         work = self._arc(value) if self.arc else self._puzzles(value)
         self.check_rows(len(work.inputs))
         return work
@@ -107,6 +102,30 @@ class Reader:
 
         return Work(np.concatenate([plan.inputs for plan in plans]),
                     np.concatenate([plan.identifiers for plan in plans]), respond)
+
+
+MAX_DIGITS = 4300  # CPython's own limit on int() of a string (3.8.14+): the same figure on every Python
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON (UTF-8, -16 or -32, as json.loads detects them). Whatever the parser refuses is a PuzzleError
+    (HTTP 400): bad syntax, bad encoding, nesting deeper than the parser recurses, an integer literal too long.
+    The body is decoded strictly: json.loads would let a surrogate encoded in it pass, which no text can hold."""
+    try:
+        return json.loads(body.decode(json.detect_encoding(body)), parse_int=_integer)
+    except RecursionError:
+        raise PuzzleError("request body: JSON nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, _integer's refusal
+        raise PuzzleError(f"request body: invalid JSON: {error}") from None
+
+
+def _integer(literal: str) -> int:
+    """An integer literal, refused before conversion past MAX_DIGITS: int() of a string is quadratic in its length,
+    and a Python without the limit would spend minutes on one 4 MiB literal."""
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_DIGITS:
+        raise ValueError(f"an integer literal of {digits} digits (at most {MAX_DIGITS})")
+    return int(literal)
 
 
 class RequestTooLarge(PuzzleError):
