@@ -44,7 +44,7 @@ def test_parse_and_format():
     ("[[0, 1], [2, true]]", r"cell \[1\]\[1\] is True"),
     ("[[0, 1], 3]", "row 1 is not a non-empty list"),
     ("[]", "a grid is a non-empty list of rows"),
-    ("[[0, 1]", "invalid JSON grid"),
+    ("[[0, 1]", "arc: grid: invalid JSON"),
     ("\n".join(["0"] * 31), "31 rows, at most 30"),
 ])
 def test_parse_errors(text, message):

@@ -198,8 +198,8 @@ def refused_bodies() -> dict[str, tuple[bytes, str]]:
         "negative integer beside the puzzles": (b'{"puzzles": ["' + b"." * 81 + b'"], "n": -' + b"9" * 4301 + b"}",
                                                 invalid + "an integer literal of 4301 digits"),
         "integer of a million digits": (b"7" * 1_000_000, invalid + "an integer literal of 1000000 digits"),
-        "arrays nested 100,000 deep": (b"[" * deep + b"]" * deep, "request body: JSON nested too deeply"),
-        "objects nested 100,000 deep": (b'{"a":' * deep + b"1" + b"}" * deep, "request body: JSON nested too deeply"),
+        "arrays nested 100,000 deep": (b"[" * deep + b"]" * deep, invalid + "nested too deeply"),
+        "objects nested 100,000 deep": (b'{"a":' * deep + b"1" + b"}" * deep, invalid + "nested too deeply"),
         "bytes that are not UTF-8": (b'{"puzzles": ["\xff\xfe"]}', invalid + "'utf-8' codec can't decode byte 0xff"),
         "a surrogate encoded in UTF-8": (b'{"puzzles": ["\xed\xa0\x80"]}', invalid + "'utf-8' codec can't decode"),
         "a lone surrogate in UTF-16": (utf16, invalid + "'utf-16-le' codec can't decode"),
@@ -236,7 +236,8 @@ def test_the_integer_limit_is_the_readers_own():
     """The same refusal on every Python (3.8 before 3.8.14 has no limit, and int() of a long literal is quadratic),
     and an integer at the limit is still an integer."""
     from trm_edge.errors import PuzzleError
-    from trm_edge.serve.work import MAX_DIGITS, parse_json
+    from trm_edge.safe_json import MAX_DIGITS
+    from trm_edge.serve.work import parse_json
 
     assert parse_json(b"[-" + b"9" * MAX_DIGITS + b"]") == [-int("9" * MAX_DIGITS)]
     with pytest.raises(PuzzleError, match=f"an integer literal of {MAX_DIGITS + 1} digits"):

@@ -8,12 +8,12 @@ unpickled: ``.npy`` headers are read by numpy's format module and object dtypes 
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from trm_edge import safe_json
 from trm_edge.bundle.files import Contents
 from trm_edge.errors import BundleError
 
@@ -64,9 +64,9 @@ def golden_arrays(data: bytes, *, where: str, keys: Any) -> dict[str, np.ndarray
 def identifier_lists(data: bytes, *, where: str, rows: int) -> dict[str, list]:
     """``{"ids": [int, ...], "names": [str or None, ...]}``, one of each per table row."""
     try:
-        found = json.loads(data)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, bad UTF-8, integers past Python's digit limit
-        raise BundleError(f"{where} is not valid JSON ({error})") from None
+        found = safe_json.loads(data)
+    except ValueError as error:
+        raise BundleError(f"{where}: {error}") from None
     ids = found.get("ids") if isinstance(found, dict) else None
     names = found.get("names") if isinstance(found, dict) else None
     if (not isinstance(ids, list) or not isinstance(names, list) or len(ids) != rows or len(names) != rows

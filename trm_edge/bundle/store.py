@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from trm_edge import safe_json
 from trm_edge.bundle import contents
 from trm_edge.bundle.files import BundleChanged, BundleDirectory, Contents, MissingFile
 from trm_edge.bundle.manifest import MANIFEST, Manifest, sealed
@@ -229,10 +229,10 @@ class Bundle:
 def parse_manifest(data: bytes, *, where: str) -> Manifest:
     """The parsed, checked manifest from the bytes of a manifest.json."""
     try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError) as error:  # bad JSON or UTF-8, too deep, integers past the digit limit
-        raise BundleError(f"{where}: {MANIFEST} is not valid JSON ({' '.join(str(error).split())[:200]}); the "
-                          "bundle is corrupt, re-export it") from None
+        raw = safe_json.loads(data)
+    except ValueError as error:
+        raise BundleError(f"{where}: {MANIFEST}: {' '.join(str(error).split())[:200]}; the bundle is corrupt, "
+                          "re-export it") from None
     return Manifest.from_dict(raw, where=where, reading=True)
 
 

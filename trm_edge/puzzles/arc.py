@@ -22,7 +22,6 @@ the task's solution, so ``is_valid`` only checks that the answer is a well-forme
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge import safe_json
 from trm_edge.errors import DatasetError, PuzzleError
 from trm_edge.puzzles.common import dihedral, inverse_dihedral
 
@@ -73,9 +73,9 @@ def parse(text: str) -> np.ndarray:
     body = text.strip()
     if body.startswith("["):
         try:
-            value = json.loads(body)
-        except json.JSONDecodeError as error:
-            raise PuzzleError(f"arc: invalid JSON grid: {error}") from None
+            value = safe_json.loads(body)
+        except ValueError as error:
+            raise PuzzleError(f"arc: grid: {error}") from None
         return grid_from_json(value, where="arc")
     rows = []
     for number, line in enumerate(body.split("\n"), start=1):
@@ -230,11 +230,11 @@ def task_from_json(value: Any, name: str, *, subset: str = "", where: str = "") 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return safe_json.loads(path.read_bytes())
     except OSError as error:
         raise PuzzleError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PuzzleError(f"{path}: invalid JSON: {error}") from None
+    except ValueError as error:
+        raise PuzzleError(f"{path}: {error}") from None
 
 
 def _subset_name(path: Path) -> str:

@@ -8,13 +8,13 @@ messages and JSON as ``trm-edge solve`` (puzzles as text; ARC tasks voted over t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Dict
 
 import numpy as np
 
+from trm_edge import safe_json
 from trm_edge.errors import PuzzleError
 from trm_edge.runtimes.solver import SolveOutput, answers
 
@@ -104,28 +104,12 @@ class Reader:
                     np.concatenate([plan.identifiers for plan in plans]), respond)
 
 
-MAX_DIGITS = 4300  # CPython's own limit on int() of a string (3.8.14+): the same figure on every Python
-
-
 def parse_json(body: bytes) -> Any:
-    """The body as JSON (UTF-8, -16 or -32, as json.loads detects them). Whatever the parser refuses is a PuzzleError
-    (HTTP 400): bad syntax, bad encoding, nesting deeper than the parser recurses, an integer literal too long.
-    The body is decoded strictly: json.loads would let a surrogate encoded in it pass, which no text can hold."""
+    """The body as JSON; whatever the parser refuses is a PuzzleError (HTTP 400)."""
     try:
-        return json.loads(body.decode(json.detect_encoding(body)), parse_int=_integer)
-    except RecursionError:
-        raise PuzzleError("request body: JSON nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, _integer's refusal
-        raise PuzzleError(f"request body: invalid JSON: {error}") from None
-
-
-def _integer(literal: str) -> int:
-    """An integer literal, refused before conversion past MAX_DIGITS: int() of a string is quadratic in its length,
-    and a Python without the limit would spend minutes on one 4 MiB literal."""
-    digits = len(literal) - literal.startswith("-")
-    if digits > MAX_DIGITS:
-        raise ValueError(f"an integer literal of {digits} digits (at most {MAX_DIGITS})")
-    return int(literal)
+        return safe_json.loads(body)
+    except ValueError as error:
+        raise PuzzleError(f"request body: {error}") from None
 
 
 class RequestTooLarge(PuzzleError):
