@@ -65,6 +65,19 @@ class OutputError(TrmEdgeError):
     """An output location that cannot be written: read-only, under a file, the current directory."""
 
 
+class OutputSpaceError(OutputError):
+    """An output whose size is known before the work does not fit in the free space of its location."""
+
+
+class OutputWriteError(OutputError):
+    """Writing an output failed for want of space or by an I/O error; ``path`` is the output. The message names
+    the file, the bytes needed where known and the free space."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class OutputLockedError(TrmEdgeError):
     """Another trm-edge process is writing the same output path (its PID in the message)."""
 

@@ -62,8 +62,12 @@ def _acquire(target: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:  # a full disk: the caller says so, and no lock file is left behind
+                _release(target, fd)
+                raise
             return fd
         os.close(fd)
 

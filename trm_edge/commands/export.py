@@ -38,7 +38,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Export a model to a validated deployment bundle (ONNX graphs, initial state, golden I/O)."""
-    from trm_edge.io import check_output
+    from trm_edge.io import check_output, check_space
     from trm_edge.targets import get_target
 
     profile = get_target(target)  # an unknown target or an unwritable output fails before anything heavy loads
@@ -47,6 +47,7 @@ def export(
 
     names = read_identifier_names(identifiers or resolve_model_path(model))
     info = read_checkpoint_info(model)  # torch-free: a non-checkpoint fails fast
+    check_space(output, _bundle_bytes(resolve_model_path(model), info, graph))
     task = info.get("task")
     from trm_edge.export.exporter import export_bundle
 
@@ -76,6 +77,17 @@ def export(
                       f"(engines are specific to the GPU and TensorRT version; NVIDIA does not support building "
                       f"Jetson engines on an x86 host). Copy {path} to the device and run "
                       f"`trm-edge build-engine {path}`.")
+
+
+def _bundle_bytes(checkpoint: Path, info: dict, graph: str) -> int:
+    """At least what the bundle will take: each graph holds the model's weights once, in float32 as the checkpoint
+    does, less the puzzle-embedding table, which is stored beside them (and may be cut down by --puzzles)."""
+    from trm_edge.trm.checkpoint import WEIGHTS_FILE
+
+    config = info["model"]
+    table = 4 * int(config.get("num_puzzle_identifiers") or 0) * int(config.get("puzzle_emb_ndim") or 0)
+    weights = max(0, (checkpoint / WEIGHTS_FILE).stat().st_size - table)
+    return weights * (2 if graph == "unrolled" else 1)
 
 
 def _printer(out):

@@ -65,7 +65,11 @@ def quantize(
         raise QuantizationError("give --calib DIR or --calib-task TASK, not both")
     if int8 and calib is None and calib_task is None:
         raise QuantizationError("--int8 needs calibration puzzles: --calib DIR or --calib-task TASK [--calib-n N]")
+    from trm_edge.io import check_output, check_space
     from trm_edge.quantize.pipeline import QuantizeOptions, quantize_bundle
+
+    check_output(output, force=force)
+    check_space(output, _quantized_bytes(bundle, int8=int8))
 
     options = QuantizeOptions(
         precision="int8" if int8 else "fp16", backend=backend, method=method,
@@ -80,6 +84,27 @@ def quantize(
         print_json(result.to_dict())
         return
     _print_summary(result.quantization, result.report)
+
+
+def _quantized_bytes(bundle: Path, *, int8: bool) -> int:
+    """At least what the quantized bundle will take: the float bundle's other files as they are (its golden I/O is
+    rewritten with more keys) and its step graph at a quarter (INT8) or a half (FP16) of its float32 size; an
+    unrolled graph is dropped. 0 for a directory that is no bundle: quantize says what is wrong with it."""
+    from trm_edge.bundle.store import STEP_FILE, UNROLLED_FILE
+
+    if not bundle.is_dir():
+        return 0
+    total = 0
+    for path in bundle.rglob("*"):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if path.name.startswith(STEP_FILE):  # the graph and its external weights, if any
+            size //= 4 if int8 else 2
+        elif path.name.startswith(UNROLLED_FILE):
+            size = 0
+        total += size
+    return total
 
 
 def _pct(value: Any) -> str:

@@ -38,18 +38,23 @@ def train(
     # Idle OpenMP threads sleep instead of spinning: on a busy machine, spinning threads that wait for a
     # descheduled sibling made a 2-thread training step 2x slower than 1 thread (read before torch loads).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from trm_edge.errors import OutputWriteError
     from trm_edge.trm.train import MODEL_DIR, train_from_directory
-    from trm_edge.trm.train_state import STATE_DIR
 
+    state_before = _state_identity(output)
     try:
         result = train_from_directory(preset=preset, data=data, output=output, overrides=list(overrides or []),
                                       train_steps=train_steps, resume=resume, force=force, progress=not no_progress,
                                       threads=threads)
     except KeyboardInterrupt:
-        if (output / STATE_DIR).is_dir():
-            err_console.print(f"the last checkpoint in {output} is kept; continue with: {resume_command()}",
-                              markup=False, highlight=False)
+        kept = _checkpoint_kept(output, state_before, resume)
+        if kept:
+            err_console.print(kept, markup=False, highlight=False)
         raise
+    except OutputWriteError as error:  # a full disk at a checkpoint: one line, and how to go on
+        kept = _checkpoint_kept(output, state_before, resume) or \
+            f"no checkpoint of this run was kept; start it again with: {command_with('--force')}"
+        raise OutputWriteError(f"{error}; {kept}", path=error.path) from error
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -73,7 +78,29 @@ def train(
                       f"{e['halt_exact_accuracy']:.3f} in {e['halt_mean_steps']:.2f} steps on average")
 
 
-def resume_command() -> str:
-    """This command line as it continues the run: ``--resume`` instead of ``--force``."""
+def _state_identity(output: Path) -> tuple[int, int] | None:
+    """Which ``OUTPUT/state`` is there (device and inode), None when none is."""
+    from trm_edge.trm.train_state import STATE_DIR
+
+    try:
+        stat = os.stat(output / STATE_DIR)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _checkpoint_kept(output: Path, state_before: tuple[int, int] | None, resume: bool) -> str | None:
+    """How to continue this run from the checkpoint OUTPUT holds of it (the one it resumed, or one it wrote); None
+    when it holds none. A run that replaces another (``--force``) puts its own state/ there only at its first
+    checkpoint; before that the state/ there is the old run's, which this command line would not continue."""
+    state = _state_identity(output)
+    if state is None or not (resume or state != state_before):
+        return None
+    return f"the last checkpoint in {output} is kept; continue with: {command_with('--resume')}"
+
+
+def command_with(flag: str) -> str:
+    """This command line with ``flag`` (``--resume`` to continue the run, ``--force`` to start it again) in place of
+    either."""
     args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
-    return shlex.join(["trm-edge", *args, "--resume"])
+    return shlex.join(["trm-edge", *args, flag])

@@ -20,7 +20,7 @@ from typing import Any, Tuple  # a runtime tuple[...] alias needs Python 3.9
 import numpy as np
 
 from trm_edge.errors import DatasetError, PuzzleError, choices
-from trm_edge.io import claims_output
+from trm_edge.io import check_space, claims_output
 from trm_edge.puzzles import TASKS, maze, sudoku
 from trm_edge.puzzles.common import STREAMS, Progress, dihedral, item_random
 from trm_edge.puzzles.dataset import BLANK_IDENTIFIER, Split, write_dataset
@@ -72,6 +72,8 @@ def build_dataset(task: str, directory: str | os.PathLike, *, train: int | None 
         test = DEFAULT_SIZE if test is None else test
         generator = _GENERATORS[task](options or {})
         recipe_options = generator.options.to_dict()
+        # inputs and labels, a byte a cell (the vocabularies fit uint8), before minutes of drawing puzzles
+        check_space(directory, 2 * generator.cells * (train * (1 + aug) + test))
         sets = {name: generator.generate(n, seed, name, workers, progress)
                 for name, n in (("test", test), ("train", train))}
         _redraw_duplicates(sets, lambda split, i, salt: generator.draw(seed, split, i, salt))
@@ -108,6 +110,8 @@ Sets = Tuple[np.ndarray, np.ndarray, np.ndarray]  # puzzles, solutions, difficul
 
 
 class _SudokuGenerator:
+    cells = 81
+
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = sudoku.SudokuOptions.from_dict(options)
 
@@ -126,6 +130,10 @@ class _MazeGenerator:
         from trm_edge.puzzles.maze_generator import MazeOptions
 
         self.options = MazeOptions.from_dict(options)
+
+    @property
+    def cells(self) -> int:
+        return self.options.size * self.options.size
 
     def generate(self, n: int, seed: int, split: str, workers: int, progress: Progress | None) -> Sets:
         from trm_edge.puzzles.maze_generator import generate

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import DatasetError, choices
-from trm_edge.io import atomic_directory
+from trm_edge.io import atomic_directory, check_space
 
 SPLITS = ("train", "test")
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -270,6 +270,15 @@ def _stored(array: np.ndarray, vocab_size: int) -> np.ndarray:
     return np.asarray(array, dtype=np.uint8 if vocab_size <= 256 else np.int32)
 
 
+def _arrays(split: Split) -> dict[str, np.ndarray]:
+    """A split's arrays as they are stored, by file key (``all__KEY.npy``)."""
+    vocab = split.metadata.vocab_size
+    stored = {"inputs": _stored(split.inputs, vocab), "labels": _stored(split.labels, vocab)}
+    stored.update((name, np.asarray(getattr(split, name), dtype=np.int32)) for name in FIELDS[2:])
+    stored.update((name, np.asarray(values)) for name, values in split.extras.items())
+    return stored
+
+
 def write_dataset(directory: str | os.PathLike, splits: dict[str, Split], identifiers: list[str], *,
                   recipe: dict | None = None, files: dict[str, Any] | None = None, force: bool = False) -> Path:
     """Write ``splits`` (``{"train": ..., "test": ...}``) in the official layout, atomically: the
@@ -287,17 +296,14 @@ def write_dataset(directory: str | os.PathLike, splits: dict[str, Split], identi
             raise DatasetError(f"{name} split: num_puzzle_identifiers={split.metadata.num_puzzle_identifiers} "
                                f"but {len(identifiers)} identifier names were given")
     with atomic_directory(directory, force=force) as tmp:
+        arrays = {name: _arrays(split) for name, split in splits.items()}
+        check_space(directory, sum(a.nbytes for stored in arrays.values() for a in stored.values()))
         for name, split in splits.items():
             out = tmp / name
             out.mkdir()
             (out / METADATA_FILE).write_text(json.dumps(split.metadata.to_dict()) + "\n")
-            vocab = split.metadata.vocab_size
-            np.save(out / "all__inputs.npy", _stored(split.inputs, vocab))
-            np.save(out / "all__labels.npy", _stored(split.labels, vocab))
-            for field_name in FIELDS[2:]:
-                np.save(out / f"all__{field_name}.npy", np.asarray(getattr(split, field_name), dtype=np.int32))
-            for extra, values in split.extras.items():
-                np.save(out / f"all__{extra}.npy", values)
+            for key, array in arrays[name].items():
+                np.save(out / f"all__{key}.npy", array)
         (tmp / IDENTIFIERS_FILE).write_text(json.dumps(identifiers) + "\n")
         if recipe is not None:
             (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")

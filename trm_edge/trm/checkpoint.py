@@ -79,8 +79,6 @@ def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata:
                     identifiers: list[str] | None = None, force: bool = False) -> Path:
     """Write ``model`` as a trm-edge checkpoint directory, atomically; ``identifiers`` are the names of its
     puzzle identifiers (the training set's identifiers.json), which ARC solving needs on the device."""
-    from safetensors.torch import save_file
-
     if identifiers is not None and len(identifiers) != model.config.num_puzzle_identifiers:
         raise CheckpointError(f"{len(identifiers)} identifier names for a model with "
                               f"{model.config.num_puzzle_identifiers} puzzle identifiers")
@@ -88,11 +86,20 @@ def save_checkpoint(model, directory: str | os.PathLike, *, task: str, metadata:
     info = {"format": FORMAT, "trm_edge_version": __version__, "task": task, "model": model.config.to_dict(),
             **(metadata or {})}
     with atomic_directory(directory, force=force) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE))
+        write_tensors(state, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if identifiers is not None:
             (tmp / IDENTIFIERS_FILE).write_text(json.dumps(identifiers) + "\n")
     return Path(directory)
+
+
+def write_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """Write ``tensors`` as a safetensors file through Python's own file write, not safetensors' ``save_file``: a
+    full disk is then an ``OSError`` that :mod:`trm_edge.io` reports in one line (``save_file`` raises a
+    ``SafetensorError`` holding only a Rust error's text)."""
+    from safetensors.torch import save
+
+    path.write_bytes(save(tensors))
 
 
 def read_identifier_names(path: str | os.PathLike) -> list[str] | None:

@@ -20,11 +20,10 @@ import copy
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import torch.distributed as dist
 from trm_edge.bundle.contract import halts
 from trm_edge.config import TrainConfig, TRMConfig
 from trm_edge.errors import ConfigError, OutputExistsError, TrainingError
-from trm_edge.io import claim_output, clear_litter
+from trm_edge.io import Staging, claim_output, clear_litter, staged_directory
 from trm_edge.puzzles.dataset import read_split
 from trm_edge.trm.checkpoint import RUN_MODEL_DIR, save_checkpoint
 from trm_edge.trm.data import FreshSamples, augmentation_for, check_split, meta
@@ -311,11 +310,12 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
     """Train ``model_config`` on ``train_split`` into ``run_dir`` (see the module docstring for the layout).
 
     ``resume=True`` continues from RUN_DIR/state when it exists (and starts fresh when RUN_DIR does not);
-    ``force=True`` replaces an existing RUN_DIR. Under torchrun every rank calls this function.
+    ``force=True`` replaces an existing RUN_DIR (or a symbolic link there) at the new run's first checkpoint, so that
+    a run that fails before it leaves the old one. Under torchrun every rank calls this function.
     """
     d = init_distributed()
     # The run directory is this run's alone: a second trainer of it is refused (its lock, held by rank 0).
-    with claim_output(run_dir, force=True) if d.is_main else nullcontext():
+    with claim_output(run_dir, force=True) if d.is_main else nullcontext(), ExitStack() as stack:
         run_dir = Path(run_dir)
         check_split(train_split, "train")
         _check_data_fits(model_config, train_split, "train")
@@ -324,20 +324,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
             _check_data_fits(model_config, test_split, "test")
         tc = train_config
         fingerprint = data_fingerprint(train_split)
-        saved = None
-        if d.is_main and run_dir.is_dir():  # a writer killed mid-swap: its litter goes, an interrupted swap is undone
-            for name in (STATE_DIR, MODEL_DIR):
-                clear_litter(run_dir / name)
-        barrier(d)
-        if (run_dir / STATE_DIR).exists() and resume:
-            saved = read_state(run_dir)
-            check_resume_compatible(saved[1], model_config, tc, fingerprint, run_dir / STATE_DIR)
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            if resume:
-                raise TrainingError(f"cannot resume: {str(run_dir)!r} exists but has no {STATE_DIR}/ to resume from")
-            if not force:
-                raise OutputExistsError(f"output {str(run_dir)!r} exists; pass --resume to continue it or --force to "
-                                        "replace it")
+        saved, replacing = _open_run(run_dir, d, model_config, tc, fingerprint, resume=resume, force=force)
         device = torch.device(device) if device is not None else default_device(d)
         if device.type == "cpu":
             set_cpu_threads(d, threads)
@@ -349,12 +336,14 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
             trainer.load_state(*saved)
         first_step = trainer.step
         barrier(d)
+        # A run that replaces another is written beside it and takes its place at its first checkpoint: a run that
+        # fails before that (a full disk, Ctrl-C) leaves the old one as it was. Others are written where they are.
+        place = stack.enter_context(staged_directory(run_dir, force=True)) if replacing and d.is_main \
+            else Staging(run_dir)
         if d.is_main:
-            if saved is None and run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            metrics = [r for r in read_metrics(run_dir) if r.get("step", 0) <= trainer.step]
-            (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in metrics))
+            place.where.mkdir(parents=True, exist_ok=True)
+            metrics = [r for r in read_metrics(run_dir) if r.get("step", 0) <= trainer.step] if saved else []
+            (place.where / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in metrics))
         barrier(d)
         meta_info = {"model": model_config.to_dict(), "train": tc.to_dict(), "task": task, "preset": preset,
                      "data": fingerprint, "data_dir": data_dir, "data_recipe": data_recipe}
@@ -381,9 +370,10 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                             "training": {"step": trainer.step, "train": tc.to_dict(),
                                          "seconds": round(trainer.elapsed, 1), "world_size": d.world_size,
                                          "ema": tc.ema, "last_eval": last_eval}}
-                save_checkpoint(trainer.eval_model(), run_dir / MODEL_DIR, task=task, force=True, identifiers=names,
-                                metadata=metadata)
-                write_state(run_dir, tensors, {**info, **meta_info})
+                save_checkpoint(trainer.eval_model(), place.where / MODEL_DIR, task=task, force=True,
+                                identifiers=names, metadata=metadata)
+                write_state(place.where, tensors, {**info, **meta_info})
+                place.place()  # a run replacing another takes its place here, at its first checkpoint
 
         with bar:
             while trainer.step < tc.train_steps:
@@ -406,7 +396,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                               "elapsed_s": round(now - started, 2)}
                     result.train_history.append(record)
                     if d.is_main:
-                        _json_line(run_dir / METRICS_FILE, record)
+                        _json_line(place.where / METRICS_FILE, record)
                     bar.update(task_id, status=f"loss {record['loss']:.3f} exact {record['train_exact_accuracy']:.2f} "
                                                f"{record['steps_per_s']:.2f} it/s")
                     window, window_start = {}, time.perf_counter()
@@ -414,7 +404,7 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
                 if test_split is not None and (step % tc.eval_interval == 0 or step == tc.train_steps):
                     last_eval = {"kind": "eval", "step": step, **trainer.evaluate()}
                     if d.is_main:
-                        _json_line(run_dir / METRICS_FILE, last_eval)
+                        _json_line(place.where / METRICS_FILE, last_eval)
                     if d.is_main and progress:
                         bar.console.print(f"step {step}: exact {last_eval['exact_accuracy']:.3f} (after 1 step "
                                           f"{last_eval['exact_accuracy_by_step'][0]:.3f}), with halting "
@@ -435,6 +425,31 @@ def train(model_config: TRMConfig, train_config: TrainConfig, train_split: Any, 
         result.step, result.last_eval = trainer.step, last_eval
         result.seconds = time.perf_counter() - started
         return result
+
+
+def _open_run(run_dir: Path, d: Dist, model_config: TRMConfig, tc: TrainConfig, fingerprint: dict[str, Any], *,
+              resume: bool, force: bool) -> tuple[Any, bool]:
+    """Whether ``run_dir`` is resumed, replaced or written afresh: the saved state to resume (or None), and whether
+    an existing output is replaced. A symbolic link is an output of its own, replaced by ``--force`` (its target
+    untouched); ``--resume`` continues the run it leads to."""
+    if d.is_main:  # a writer killed mid-swap: its litter goes, an interrupted swap is undone
+        clear_litter(run_dir)
+        if resume and run_dir.is_dir():
+            for name in (STATE_DIR, MODEL_DIR):
+                clear_litter(run_dir / name)
+    barrier(d)
+    if resume and (run_dir / STATE_DIR).is_dir():
+        saved = read_state(run_dir)
+        check_resume_compatible(saved[1], model_config, tc, fingerprint, run_dir / STATE_DIR)
+        return saved, False
+    # A link, a file or a non-empty directory is an output that exists; an empty directory is written into.
+    exists = run_dir.is_symlink() or (run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())))
+    if exists and resume:
+        raise TrainingError(f"cannot resume: {str(run_dir)!r} exists but has no {STATE_DIR}/ to resume from")
+    if exists and not force:
+        raise OutputExistsError(f"output {str(run_dir)!r} exists; pass --resume to continue it or --force to "
+                                "replace it")
+    return None, exists
 
 
 def _check_data_fits(config: TRMConfig, split: Any, name: str) -> None:

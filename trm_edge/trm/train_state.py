@@ -15,6 +15,7 @@ import torch
 from trm_edge.config import TrainConfig, TRMConfig
 from trm_edge.errors import TrainingError
 from trm_edge.io import atomic_directory
+from trm_edge.trm.checkpoint import write_tensors
 
 STATE_FORMAT = "trm-edge-train-state/1"
 STATE_DIR, STATE_TENSORS, STATE_JSON = "state", "trainer.safetensors", "trainer.json"
@@ -33,10 +34,8 @@ def data_fingerprint(split: Any) -> dict[str, Any]:
 
 
 def write_state(run_dir: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
     with atomic_directory(run_dir / STATE_DIR, force=True) as tmp:
-        save_file(tensors, str(tmp / STATE_TENSORS))
+        write_tensors(tensors, tmp / STATE_TENSORS)
         (tmp / STATE_JSON).write_text(json.dumps(info, indent=2) + "\n")
 
 
