@@ -40,7 +40,9 @@ class Runtime(abc.ABC):
         if source.kind not in self.runs:
             raise RuntimeUnavailableError(
                 f"the {self.name!r} runtime runs {' or '.join(self.runs)}s, not the {source.kind} {str(source.path)!r}"
-                f"; runtimes for a {source.kind}: {choices(runtimes_for(source.kind))}")
+                f"; runtimes for a {source.kind}: {choices(runtimes_for(source.kind))}"
+                + (f"; the checkpoint beside it runs on torch: --model {str(source.path.parent)!r}"
+                   if source.kind == "bundle" and (source.path.parent / "config.json").is_file() else ""))
         if threads is not None and threads < 1:
             raise RuntimeUnavailableError(f"threads {threads} must be at least 1")
         if precision_hint is not None and precision_hint not in self.precision_hints:
