@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from trm_edge.config import TRMConfig
+
+try:  # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `ci` (the default, what `make test` runs) keeps Hypothesis'
+    # default of 100 examples, derandomized so that a run on main is reproducible; `nightly` tries ten times as many,
+    # new ones each run. The fuzz campaign (tests/reliability/test_fuzz.py)
+    # scales each of its tests by max_examples: a few hundred cases in all under ci, thousands under nightly.
+    from hypothesis import settings
+except ImportError:  # a device-side environment without the dev tools
+    pass
+else:
+    settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True, derandomize=True)
+    settings.register_profile("nightly", max_examples=1000, deadline=None, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+def maps_a_file(array) -> bool:
+    """``array`` is a view of a memory-mapped file (a bundle's puzzle table), not a copy in memory."""
+    import mmap
+
+    import numpy as np
+
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base.obj if isinstance(base, memoryview) else base, mmap.mmap)
+
 
 # One tiny config per architecture variant; a guard test checks each is exercised by export tests.
 TINY_CONFIGS: dict[str, TRMConfig] = {

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE_SIDE = (
     "trm_edge/__init__.py", "trm_edge/__main__.py", "trm_edge/cli.py", "trm_edge/errors.py", "trm_edge/io.py",
     "trm_edge/locking.py", "trm_edge/machine.py",
-    "trm_edge/quiet.py", "trm_edge/config.py", "trm_edge/progress.py", "trm_edge/version.py",
+    "trm_edge/quiet.py", "trm_edge/config.py", "trm_edge/progress.py", "trm_edge/version.py", "trm_edge/safe_json.py",
     "trm_edge/puzzles", "trm_edge/bundle", "trm_edge/runtimes", "trm_edge/targets", "trm_edge/commands",
     "trm_edge/serve",
     "trm_edge/trm/__init__.py", "trm_edge/trm/checkpoint.py",

@@ -22,11 +22,20 @@ POSITIVE: Range = (0.0, math.inf, False, False)
 NON_NEGATIVE: Range = (0.0, math.inf, True, False)
 FRACTION: Range = (0.0, 1.0, True, True)
 DECAY: Range = (0.0, 1.0, True, False)  # a moment or EMA rate: 1 would never move
+# Sizes are bounded too: a config is read from untrusted manifests, and a width of 2**63 or 10**30 supervision
+# steps must be one line, not an allocation failure or a loop that never ends.
+SIZE: Range = (1, 1 << 20, True, True)
+COUNT: Range = (1, 1024, True, True)  # layers, cycles, supervision steps
 MODEL_RANGES: dict[str, Range] = {
-    "expansion": POSITIVE, "num_heads": (1, math.inf, True, False), "halt_exploration_prob": FRACTION,
-    "puzzle_emb_ndim": NON_NEGATIVE, "puzzle_emb_len": NON_NEGATIVE, "rms_norm_eps": POSITIVE,
-    "rope_theta": POSITIVE,
+    "expansion": (0.0, 64.0, False, True), "num_heads": (1, 1 << 12, True, True), "halt_exploration_prob": FRACTION,
+    "puzzle_emb_ndim": (0, 1 << 20, True, True), "puzzle_emb_len": (0, 1 << 12, True, True), "rms_norm_eps": POSITIVE,
+    "rope_theta": POSITIVE, "seq_len": SIZE, "vocab_size": SIZE, "hidden_size": SIZE,
+    "num_puzzle_identifiers": (1, 1 << 31, True, False), "L_layers": COUNT, "H_cycles": COUNT, "L_cycles": COUNT,
+    "halt_max_steps": COUNT,
 }
+# a field's annotation -> the types it accepts and their name in messages
+_FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+                "str": ((str,), "a string")}
 TRAIN_RANGES: dict[str, Range] = {
     "lr": POSITIVE, "lr_min_ratio": FRACTION, "lr_warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
     "beta1": DECAY, "beta2": DECAY, "puzzle_emb_lr": NON_NEGATIVE, "puzzle_emb_weight_decay": NON_NEGATIVE,
@@ -41,8 +50,12 @@ def check_ranges(config: Any, ranges: dict[str, Range]) -> None:
         above = value >= low if low_in else value > low
         below = value <= high if high_in else value < high
         if not (above and below):  # NaN fails both
-            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            interval = f"{'[' if low_in else '('}{_bound(low)}, {_bound(high)}{']' if high_in else ')'}"
             raise ConfigError(f"{name}={value!r} is out of range: it must lie in {interval}")
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,10 @@ class TRMConfig:
     forward_dtype: str = "float32"  # trm-edge's reference computes in float32 (the official default is bf16)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, (accepted, words) = getattr(self, f.name), _FIELD_TYPES[str(f.type)]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                raise ConfigError(f"{f.name}={value!r} must be {words}")
         if self.pos_encodings not in POS_ENCODINGS:
             raise ConfigError(f"pos_encodings={self.pos_encodings!r} is not one of {choices(POS_ENCODINGS)}")
         for name in ("seq_len", "vocab_size", "num_puzzle_identifiers", "hidden_size", "L_layers", "H_cycles",

@@ -4,12 +4,14 @@ the cache, the published figure for a GPU module, and what bench and targets pri
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
 
 from tests.conftest import PRESET_FAMILIES, TINY_CONFIGS
 from trm_edge.config import PRESETS, flops_per_step, step_gemms
+from trm_edge.machine import cpu_flags
 
 
 def test_the_5m_models_gemms_are_the_shapes_measured_in_the_issue():
@@ -44,6 +46,10 @@ def test_an_int8_gemm_is_timed_as_the_dequantized_matmul_it_stands_for(activatio
     from trm_edge.config import Gemm
     from trm_edge.runtimes.ceiling import ORT_TYPES, feeds, gemm_graph
 
+    if activations == "uint8" and not {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags() and \
+            platform.machine() in ("x86_64", "AMD64"):
+        pytest.skip("onnxruntime's full-range u8 x s8 kernel saturates its 16-bit sums on x86 without VNNI "
+                    "(vpmaddubsw), so its products are not the exact ones this test compares")
     gemm = Gemm("g", 8, 16, 4, 1)
     graph = gemm_graph(gemm, "int8", activations)
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(graph).graph.initializer}

@@ -8,7 +8,6 @@ unpickled: ``.npy`` headers are read by numpy's format module and object dtypes 
 from __future__ import annotations
 
 import io
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from trm_edge.bundle.files import Contents
 from trm_edge.errors import BundleError
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-_NPY_ERRORS = (ValueError, TypeError, OSError, EOFError, SyntaxError, KeyError, OverflowError)
 
 
 def puzzle_table(data: Contents, *, where: str, dim: int) -> np.ndarray:
@@ -30,8 +28,8 @@ def puzzle_table(data: Contents, *, where: str, dim: int) -> np.ndarray:
         if read_header is None:
             raise ValueError(f".npy format version {version} (this reader knows 1.0 and 2.0)")
         shape, fortran, dtype = read_header(header)
-    except _NPY_ERRORS as error:
-        raise BundleError(f"{where} is not a .npy array ({error})") from None
+    except Exception as error:  # numpy parses the header with ast.literal_eval: tokenize, syntax, value errors...
+        raise BundleError(f"{where} is not a .npy array ({' '.join(str(error).split())[:200]})") from None
     if dtype not in (np.dtype("<f4"), np.dtype("<f2")) or fortran or len(shape) != 2 or shape[1] != dim:
         raise BundleError(f"{where} must be a C-order little-endian float32 or float16 array [rows, {dim}]; it is "
                           f"{dtype} {list(shape)}{' (Fortran order)' if fortran else ''}")
@@ -47,7 +45,7 @@ def golden_arrays(data: bytes, *, where: str, keys: Any) -> dict[str, np.ndarray
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (*_NPY_ERRORS, zipfile.BadZipFile, RuntimeError) as error:
+    except Exception as error:  # bad bytes raise many kinds in zipfile and numpy's header parser
         raise BundleError(f"{where} is not a NumPy .npz archive of arrays ({' '.join(str(error).split())[:200]})"
                           ) from None
     wanted = keys if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else None
@@ -61,8 +59,9 @@ def golden_arrays(data: bytes, *, where: str, keys: Any) -> dict[str, np.ndarray
     return arrays
 
 
-def identifier_lists(data: bytes, *, where: str, rows: int) -> dict[str, list]:
-    """``{"ids": [int, ...], "names": [str or None, ...]}``, one of each per table row."""
+def identifier_lists(data: bytes, *, where: str, rows: int, identifiers: int) -> dict[str, list]:
+    """``{"ids": [int, ...], "names": [str or None, ...]}``, one of each per table row, ids distinct official
+    identifiers (below the model's ``num_puzzle_identifiers``), names distinct."""
     try:
         found = safe_json.loads(data)
     except ValueError as error:
@@ -70,8 +69,11 @@ def identifier_lists(data: bytes, *, where: str, rows: int) -> dict[str, list]:
     ids = found.get("ids") if isinstance(found, dict) else None
     names = found.get("names") if isinstance(found, dict) else None
     if (not isinstance(ids, list) or not isinstance(names, list) or len(ids) != rows or len(names) != rows
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < identifiers for i in ids)
             or not all(n is None or isinstance(n, str) for n in names)):
-        raise BundleError(f"{where} must be {{\"ids\": [{rows} integers], \"names\": [{rows} strings or null]}}, "
-                          "one of each per row of the puzzle table")
+        raise BundleError(f"{where} must be {{\"ids\": [{rows} integers in [0, {identifiers})], \"names\": [{rows} "
+                          "strings or null]}, one of each per row of the puzzle table")
+    named = [n for n in names if n is not None]
+    if len(set(ids)) != rows or len(set(named)) != len(named):
+        raise BundleError(f"{where} names an identifier twice: each row of the puzzle table has its own id and name")
     return found

@@ -42,11 +42,20 @@ def check_name(name: object, *, where: str) -> str:
     """``name`` if it is a plain relative name of a file inside a bundle (see the module docstring)."""
     if not isinstance(name, str) or not name:
         raise BundleError(f"{where}: file name {name!r} is not a non-empty string")
-    if "\x00" in name or "\\" in name or name.startswith("/") or any(
+    if "\x00" in name or "\\" in name or name.startswith("/") or not _encodable(name) or any(
             part in ("", ".", "..") for part in name.split("/")):
         raise BundleError(f"{where}: file name {name!r} is not a plain relative name inside the bundle "
-                          "(no '..', '.', empty part, absolute path, backslash or NUL)")
+                          "(no '..', '.', empty part, absolute path, backslash, NUL or lone surrogate)")
     return name
+
+
+def _encodable(name: str) -> bool:
+    """A name the file system can be asked for (a lone surrogate from JSON's \\ud800 is not)."""
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BundleDirectory:

@@ -173,7 +173,8 @@ class Bundle:
             return None
         name = section["identifiers"]
         return contents.identifier_lists(self.read(name), where=f"{self.where}: {name!r}",
-                                         rows=len(self.puzzle_embeddings()))
+                                         rows=len(self.puzzle_embeddings()),
+                                         identifiers=self.config.num_puzzle_identifiers)
 
     @functools.cached_property
     def _rows(self) -> tuple[dict[int, int], dict[str, int]]:

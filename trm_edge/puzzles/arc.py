@@ -259,7 +259,8 @@ def _load_combined(path: Path) -> dict[str, ArcTask]:
                 raise PuzzleError(f"{solutions_path}: task {name!r} has {count} solutions for "
                                   f"{len(value['test'])} test inputs")
             pairs = zip(value["test"], outputs)  # noqa: B905
-            value = {**value, "test": [{**pair, "output": out} for pair, out in pairs]}
+            value = {**value, "test": [{**pair, "output": out} if isinstance(pair, dict) else pair
+                                       for pair, out in pairs]}  # a pair that is no object: task_from_json says so
         tasks[name] = task_from_json(value, name, subset=subset, where=f"{path}: task {name!r}")
     return tasks
 

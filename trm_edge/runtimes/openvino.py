@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trm_edge.bundle.contract import STEP_OUTPUTS
+from trm_edge.bundle.contract import STEP_INPUTS, STEP_OUTPUTS, check_graph
 from trm_edge.errors import RuntimeUnavailableError, choices
 from trm_edge.runtimes.interface import Runtime
 from trm_edge.runtimes.model_source import ModelSource
@@ -73,10 +73,10 @@ class OpenVinoRuntime(Runtime):
         except RuntimeError as error:  # OpenVINO raises RuntimeError for graphs it cannot read or compile
             raise RuntimeUnavailableError(f"OpenVINO cannot compile {path!r} for {self.ov_device}: "
                                           f"{' '.join(str(error).split())[:300]}") from None
-        outputs = {name for port in self.compiled.outputs for name in port.get_names()}
-        missing = [n for n in STEP_OUTPUTS if n not in outputs]
-        if missing:
-            raise RuntimeUnavailableError(f"{path!r} is not a step graph: no output(s) {choices(missing)}")
+        inputs = {next((n for n in port.get_names() if n in STEP_INPUTS), port.get_any_name()): _dims(port)
+                  for port in self.compiled.inputs}  # a port may have aliases ('/Cast_output_0')
+        outputs = {name: _dims(port) for port in self.compiled.outputs for name in port.get_names()}
+        check_graph(self.config, inputs, outputs, where=bundle.where)
         batch = self.compiled.input("inputs").get_partial_shape()[0]
         self._fixed_batch = batch.get_length() if batch.is_static else None
         self.request = self.compiled.create_infer_request()
@@ -99,3 +99,8 @@ class OpenVinoRuntime(Runtime):
 
             info["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         return info
+
+
+def _dims(port: Any) -> list[Any]:
+    """A port's dims as check_graph takes them: an int where static, None where dynamic."""
+    return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]

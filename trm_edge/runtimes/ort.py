@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trm_edge.bundle.contract import STEP_OUTPUTS
+from trm_edge.bundle.contract import STEP_OUTPUTS, check_graph
 from trm_edge.errors import RuntimeUnavailableError, TrmEdgeError, choices
 from trm_edge.runtimes.interface import Runtime
 from trm_edge.runtimes.model_source import ModelSource
@@ -137,12 +137,11 @@ class OnnxRuntime(Runtime):
         self.load_seconds = time.perf_counter() - start
         self.providers = list(self.session.get_providers())
         graph_inputs = {i.name: i for i in self.session.get_inputs()}
-        missing = [n for n in self.input_names if n not in graph_inputs]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if missing or any(n not in outputs for n in (*STEP_OUTPUTS, *self.extra_outputs)):
-            raise RuntimeUnavailableError(
-                f"{str(self.source.bundle.step_graph_path)!r} is not a step graph: inputs "
-                f"{choices(graph_inputs)}, outputs {choices(outputs)}")
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        check_graph(self.config, {n: i.shape for n, i in graph_inputs.items()}, outputs, where=bundle.where)
+        missing = [n for n in self.extra_outputs if n not in outputs]
+        if missing:
+            raise RuntimeUnavailableError(f"{str(bundle.step_graph_path)!r} has no output(s) {choices(missing)}")
         batch_dim = graph_inputs["inputs"].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._output_names = [*STEP_OUTPUTS, *self.extra_outputs]
