@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,20 @@ def maze_data(tmp_path_factory) -> Path:
     return path
 
 
+@contextmanager
+def tmpfs(path: Path, options: str, what: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``path`` with ``options`` for the block (root only); the test is skipped, naming ``what``,
+    where it cannot be mounted."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "trm-edge-test", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"running as root, and {what} cannot be mounted here: {mounted.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
 @pytest.fixture
 def read_only_dir(tmp_path) -> Path:
     """A directory nobody may write in: mode 0555 for a normal user; for root, who ignores modes, a read-only
@@ -97,9 +113,5 @@ def read_only_dir(tmp_path) -> Path:
         yield path
         path.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "trm-edge-ro", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"running as root, and a read-only file system cannot be mounted here: {mounted.stderr}")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
+    with tmpfs(path, "ro,size=64k", "a read-only file system"):
+        yield path

@@ -9,14 +9,13 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.reliability.conftest import assert_refused, cli, siblings
+from tests.reliability.conftest import assert_refused, cli, siblings, tmpfs
 from tests.reliability.test_faults import train_command
 from trm_edge import io
 from trm_edge.errors import OutputWriteError
@@ -33,12 +32,8 @@ def disk(tmp_path) -> Path:
     path.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system to fill needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "trm-edge-full", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"running as root, and a tmpfs cannot be mounted here: {mounted.stderr}")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
+    with tmpfs(path, "size=16m", "a tmpfs"):
+        yield path
 
 
 def leave_free(disk: Path, free: int) -> None:
