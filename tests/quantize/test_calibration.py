@@ -103,8 +103,7 @@ def test_later_steps_are_covered_and_step1_ranges_clip_them(calibrated):
 @pytest.mark.slow
 def test_step1_calibration_costs_accuracy_on_the_trained_model(tmp_path):
     """What calibration coverage does to accuracy on a trained model (the shipped default), plain MinMax Q/DQ
-    without the pipeline's smoothing. The 0.42M probe of MEASURED.md lost less with all-step calibration
-    (57.7% -> 55.3%) than with step 1's (52.0%); on the default model the two were within noise on 300 puzzles
+    without the pipeline's smoothing. On the default model the two were within noise on 300 puzzles
     (fp32 84.7%, all steps 81.3%, step 1 82.7%), so the test bounds the loss of the all-step calibration
     instead of ranking the two."""
     from trm_edge.quantize.backends import quantize_int8

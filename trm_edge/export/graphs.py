@@ -4,8 +4,8 @@ Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=Fa
 ``TRM.step_embedded`` (the one place the math lives) into plain ONNX ops: RMSNorm becomes
 Mul/ReduceMean/Add/Sqrt/Div (ReduceMean takes ``axes`` as an attribute up to opset 17 and as an input
 from 18, handled by the exporter), SDPA becomes MatMul/Softmax, SiLU Sigmoid*Mul. Why not the dynamo
-exporter: it needs onnxscript (not a dependency), and the TorchScript exporter is the one measured to
-reproduce the official outputs at opset 17 (MEASURED.md). The exporter's ``Identity``-shared weights
+exporter: it needs onnxscript (not a dependency), and the TorchScript exporter at opset 17 is the one whose graphs
+reproduce the official outputs (docs/design.md, "The reference is float32"). The exporter's ``Identity``-shared weights
 and per-call-site constants are then cleaned up by :func:`trm_edge.export.passes.cleanup`.
 """
 
